@@ -1,0 +1,28 @@
+//! toolgate: a reverse proxy in front of an MCP server that speaks
+//! Streamable HTTP, enforcing the transport rules of the MCP specification
+//! at the edge and forwarding everything else untouched.
+//!
+//! # Layout
+//!
+//! - [`server`]: listeners, HTTP/1.1 + h2c, graceful drain; [`serve`] is the
+//!   entry point the binary, the demo and the tests share.
+//! - [`proxy`]: the request pipeline, one step per rule, then forwarding.
+//! - [`mcp`]: the wire format: JSON-RPC envelope, protocol versions, headers.
+//! - [`config`]: the YAML policy file, validated with file/line/column.
+//! - [`policy`]: the compiled, immutable policy snapshot and its store.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on their own listener.
+//! - [`telemetry`]: logging set-up and the metrics registry.
+//! - [`demo`]: the built-in MCP server behind `toolgate demo`.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod mcp;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+
+pub use server::{Config, ServeError, Server, serve};

@@ -1,0 +1,475 @@
+//! The JSON-RPC envelope of a client message, parsed only as deep as policy
+//! needs: `jsonrpc`, `id`, `method`, and of `params` only `name`, `uri`,
+//! `cursor`, `taskId` and `protocolVersion`. Everything else is skipped (but
+//! still checked to be well-formed JSON) and reaches the upstream as the
+//! original bytes.
+//!
+//! Why a hand-written visitor rather than a derived struct: a derived struct
+//! silently keeps the last of two duplicate keys, while an upstream parser
+//! may keep the first. A message such as
+//! `{"method":"tools/list","method":"tools/call",…}` would then be judged as
+//! one method and executed as another. Every key of the envelope, and the
+//! keys of `params` that policy reads, are therefore checked for duplicates,
+//! after JSON unescaping (`"\u006dethod"` is `"method"`).
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// What a client POSTed: one message or, under protocol 2025-03-26, a batch.
+#[derive(Debug)]
+pub enum Payload<'a> {
+    Single(Message<'a>),
+    Batch(Vec<Message<'a>>),
+}
+
+impl<'a> Payload<'a> {
+    pub fn messages(&self) -> &[Message<'a>] {
+        match self {
+            Payload::Single(m) => std::slice::from_ref(m),
+            Payload::Batch(ms) => ms,
+        }
+    }
+
+    pub fn is_batch(&self) -> bool {
+        matches!(self, Payload::Batch(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a method and an id: expects a response.
+    Request,
+    /// Has a method, no id.
+    Notification,
+    /// A client's answer to a server request (sampling, elicitation, roots).
+    Response,
+}
+
+/// One JSON-RPC message, borrowing from the request body.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub kind: Kind,
+    /// The id exactly as sent, to echo back in a refusal.
+    pub id: Option<&'a RawValue>,
+    pub method: Option<Cow<'a, str>>,
+    pub params: Params<'a>,
+}
+
+impl Message<'_> {
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+}
+
+/// The few members of `params` that policy and the transport rules read.
+#[derive(Debug, Default)]
+pub struct Params<'a> {
+    pub name: Option<Field<'a>>,
+    pub uri: Option<Field<'a>>,
+    pub cursor: Option<Field<'a>>,
+    pub task_id: Option<Field<'a>>,
+    pub protocol_version: Option<Field<'a>>,
+}
+
+/// A params member that policy reads: a string, or some other JSON value
+/// (which no MCP method uses there, and which policy treats as no name).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Field<'a> {
+    Str(Cow<'a, str>),
+    NotString,
+}
+
+impl Field<'_> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Str(s) => Some(s),
+            Field::NotString => None,
+        }
+    }
+}
+
+/// Why a body is not an acceptable JSON-RPC payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON at all (JSON-RPC -32700).
+    #[error("Parse error: {0}")]
+    Parse(String),
+    /// JSON, but not a valid JSON-RPC message (JSON-RPC -32600).
+    #[error("Invalid Request: {0}")]
+    Invalid(String),
+}
+
+/// Parses a POST body. The whole body must be one JSON value.
+pub fn parse(body: &[u8]) -> Result<Payload<'_>, EnvelopeError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let parsed = if first == Some(&b'[') {
+        serde_json::from_slice::<Vec<Message<'_>>>(body).map(Payload::Batch)
+    } else {
+        serde_json::from_slice::<Message<'_>>(body).map(Payload::Single)
+    };
+    match parsed {
+        Ok(Payload::Batch(messages)) if messages.is_empty() => {
+            Err(EnvelopeError::Invalid("an empty batch is not a request".into()))
+        }
+        Ok(payload) => Ok(payload),
+        // A data error may be met before a syntax error further on; only a
+        // body that is JSON throughout is an invalid request rather than a
+        // parse error. This second pass runs on the error path alone.
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => Err(EnvelopeError::Invalid(e.to_string())),
+                Err(syntax) => Err(EnvelopeError::Parse(syntax.to_string())),
+            }
+        }
+        Err(e) => Err(EnvelopeError::Parse(e.to_string())),
+    }
+}
+
+/// A JSON string that borrows when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::NotString)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Field::NotString)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Field::NotString)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::NotString)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::NotString)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::NotString)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::NotString)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::custom(format_args!(
+            "duplicate key `{key}` in the JSON-RPC message"
+        )));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for Params<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Params<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("params as an object or an array")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut params = Params::default();
+                while let Some(CowStr(key)) = map.next_key()? {
+                    let slot = match key.as_ref() {
+                        "name" => &mut params.name,
+                        "uri" => &mut params.uri,
+                        "cursor" => &mut params.cursor,
+                        "taskId" => &mut params.task_id,
+                        "protocolVersion" => &mut params.protocol_version,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let value: Field<'de> = map.next_value()?;
+                    set_once(slot, &format!("params.{key}"), value)?;
+                }
+                Ok(params)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Params::default())
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(MessageVisitor)
+    }
+}
+
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Message<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut jsonrpc: Option<CowStr<'de>> = None;
+        let mut id: Option<&'de RawValue> = None;
+        let mut method: Option<CowStr<'de>> = None;
+        let mut params: Option<Params<'de>> = None;
+        let mut result: Option<()> = None;
+        let mut error: Option<()> = None;
+        let mut other_keys: Vec<Cow<'de, str>> = Vec::new();
+
+        while let Some(CowStr(key)) = map.next_key()? {
+            match key.as_ref() {
+                "jsonrpc" => set_once(&mut jsonrpc, "jsonrpc", map.next_value()?)?,
+                "id" => set_once(&mut id, "id", map.next_value()?)?,
+                "method" => set_once(&mut method, "method", map.next_value()?)?,
+                "params" => set_once(&mut params, "params", map.next_value()?)?,
+                "result" => {
+                    map.next_value::<IgnoredAny>()?;
+                    set_once(&mut result, "result", ())?;
+                }
+                "error" => {
+                    map.next_value::<IgnoredAny>()?;
+                    set_once(&mut error, "error", ())?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    if other_keys.contains(&key) {
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate key `{key}` in the JSON-RPC message"
+                        )));
+                    }
+                    other_keys.push(key);
+                }
+            }
+        }
+
+        if jsonrpc.as_ref().map(|v| v.0.as_ref()) != Some("2.0") {
+            return Err(de::Error::custom("`jsonrpc` must be \"2.0\""));
+        }
+        if let Some(raw) = id {
+            check_id(raw, method.is_some())?;
+        }
+        let kind = match (&method, id, result.is_some(), error.is_some()) {
+            (Some(_), _, false, false) if id.is_some() => Kind::Request,
+            (Some(_), _, false, false) => Kind::Notification,
+            (None, Some(_), true, false) | (None, Some(_), false, true) => Kind::Response,
+            (Some(_), ..) => {
+                return Err(de::Error::custom("a request cannot carry `result` or `error`"));
+            }
+            (None, ..) => {
+                return Err(de::Error::custom(
+                    "not a request (no `method`) nor a response (needs `id` and one of `result`/`error`)",
+                ));
+            }
+        };
+        Ok(Message {
+            kind,
+            id,
+            method: method.map(|m| m.0),
+            params: params.unwrap_or_default(),
+        })
+    }
+}
+
+/// MCP: "Requests MUST include a string or integer ID" and "the ID MUST NOT
+/// be null". Responses may carry null when the request could not be read.
+fn check_id<E: de::Error>(raw: &RawValue, is_request: bool) -> Result<(), E> {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => Ok(()),
+        Some(b'-' | b'0'..=b'9') => Ok(()),
+        Some(b'n') if !is_request => Ok(()),
+        _ => Err(E::custom("`id` must be a string or an integer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(body: &str) -> Message<'_> {
+        match parse(body.as_bytes()) {
+            Ok(Payload::Single(m)) => m,
+            other => panic!("expected one message from {body}, got {other:?}"),
+        }
+    }
+
+    fn invalid(body: &[u8]) -> String {
+        match parse(body) {
+            Err(EnvelopeError::Invalid(m)) => m,
+            other => panic!(
+                "expected Invalid for {:?}, got {other:?}",
+                String::from_utf8_lossy(body)
+            ),
+        }
+    }
+
+    #[test]
+    fn request_with_params() {
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"name":"x","q":[1,{"a":null}]}}}"#,
+        );
+        assert_eq!(m.kind, Kind::Request);
+        assert_eq!(m.id.map(RawValue::get), Some("7"));
+        assert_eq!(m.method(), Some("tools/call"));
+        assert_eq!(m.params.name.as_ref().and_then(Field::as_str), Some("search"));
+        assert!(m.params.uri.is_none());
+    }
+
+    #[test]
+    fn escaped_names_are_unescaped() {
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":"a","\u006dethod":"tools/call","params":{"na\u006de":"del\u0065te"}}"#,
+        );
+        assert_eq!(m.method(), Some("tools/call"));
+        assert_eq!(m.params.name.as_ref().and_then(Field::as_str), Some("delete"));
+    }
+
+    #[test]
+    fn notifications_and_responses() {
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).kind,
+            Kind::Notification
+        );
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).kind,
+            Kind::Response
+        );
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"x"}}"#).kind,
+            Kind::Response
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert!(
+            invalid(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}"#)
+                .contains("duplicate key `method`")
+        );
+        assert!(invalid(br#"{"jsonrpc":"2.0","id":1,"method":"x","\u006dethod":"y"}"#).contains("duplicate"));
+        assert!(invalid(br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}"#).contains("duplicate key `id`"));
+        assert!(
+            invalid(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#)
+                .contains("params.name")
+        );
+        assert!(
+            invalid(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}"#)
+                .contains("params.uri")
+        );
+        assert!(
+            invalid(br#"{"jsonrpc":"2.0","id":1,"method":"x","extra":1,"extra":2}"#)
+                .contains("duplicate key `extra`")
+        );
+    }
+
+    #[test]
+    fn duplicates_deeper_in_arguments_are_not_policy_relevant() {
+        single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"k":1,"k":2}}}"#,
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_a_parse_error() {
+        for body in [
+            &b""[..],
+            b"{",
+            br#"{"jsonrpc":"2.0","id":1,"method":"x""#,
+            b"{} {}",
+            b"\xff\xfe",
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"\xc3\x28\"}",
+        ] {
+            assert!(
+                matches!(parse(body), Err(EnvelopeError::Parse(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn valid_json_that_is_not_json_rpc_is_invalid() {
+        invalid(b"5");
+        invalid(b"\"tools/list\"");
+        invalid(b"[]");
+        invalid(b"[1]");
+        invalid(br#"{"id":1,"method":"x"}"#);
+        invalid(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#);
+        invalid(br#"{"jsonrpc":"2.0","id":null,"method":"x"}"#);
+        invalid(br#"{"jsonrpc":"2.0","id":{"a":1},"method":"x"}"#);
+        invalid(br#"{"jsonrpc":"2.0","id":1,"method":5}"#);
+        invalid(br#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#);
+        invalid(br#"{"jsonrpc":"2.0","id":1}"#);
+        invalid(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}"#);
+        invalid(br#"[{"jsonrpc":"2.0","id":1,"method":"x"},[]]"#);
+    }
+
+    #[test]
+    fn batches() {
+        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
+        let payload = parse(body).map_err(|e| e.to_string());
+        let Ok(payload) = payload else {
+            panic!("{payload:?}")
+        };
+        assert!(payload.is_batch());
+        assert_eq!(payload.messages().len(), 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let mut body = String::from(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"#);
+        body.push_str(&"[".repeat(100_000));
+        assert!(parse(body.as_bytes()).is_err());
+    }
+}

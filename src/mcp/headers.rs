@@ -1,0 +1,267 @@
+//! The HTTP headers of the Streamable HTTP transport, and the checks that
+//! read them: media types (`Accept`, `Content-Type`) and the SEP-2243
+//! `Mcp-Method`/`Mcp-Name` headers of protocol 2026-07-28.
+
+use super::envelope::{Field, Message};
+use base64::Engine;
+use http::HeaderMap;
+use http::header::HeaderName;
+
+pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+pub const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+
+pub const JSON: &str = "application/json";
+pub const EVENT_STREAM: &str = "text/event-stream";
+
+/// A header that must appear at most once, as visible ASCII.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SingleHeader<'a> {
+    Absent,
+    Value(&'a str),
+    Repeated,
+    NotText,
+}
+
+pub fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> SingleHeader<'a> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return SingleHeader::Absent;
+    };
+    if values.next().is_some() {
+        return SingleHeader::Repeated;
+    }
+    match first.to_str() {
+        Ok(text) => SingleHeader::Value(text.trim()),
+        Err(_) => SingleHeader::NotText,
+    }
+}
+
+/// Whether the `Accept` headers admit `media` (`type/subtype`), honouring
+/// wildcards and `q=0`. A missing `Accept` admits nothing: MCP requires
+/// clients to list what they accept.
+pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    let Some((want_type, _)) = media.split_once('/') else {
+        return false;
+    };
+    let mut best: Option<bool> = None;
+    for value in headers.get_all(http::header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let range_media = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.len() >= 2
+                    && p[..2].eq_ignore_ascii_case("q=")
+                    && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            });
+            let matches = range_media.eq_ignore_ascii_case(media)
+                || range_media == "*/*"
+                || range_media
+                    .strip_suffix("/*")
+                    .is_some_and(|t| t.eq_ignore_ascii_case(want_type));
+            if !matches {
+                continue;
+            }
+            // An exact range decides over a wildcard, e.g. `*/*, text/event-stream;q=0`.
+            if range_media.eq_ignore_ascii_case(media) {
+                return !refused;
+            }
+            best = Some(best.unwrap_or(false) || !refused);
+        }
+    }
+    best.unwrap_or(false)
+}
+
+/// Whether `Content-Type` is `application/json` (parameters such as
+/// `charset=utf-8` allowed).
+pub fn is_json_content(headers: &HeaderMap) -> bool {
+    match single(headers, &http::header::CONTENT_TYPE) {
+        SingleHeader::Value(v) => v
+            .split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON)),
+        _ => false,
+    }
+}
+
+/// Methods whose `Mcp-Name` header carries a params member, and which one
+/// (SEP-2243).
+fn name_source<'m, 'a>(message: &'m Message<'a>) -> Option<(&'static str, Option<&'m Field<'a>>)> {
+    let p = &message.params;
+    match message.method()? {
+        "tools/call" | "prompts/get" => Some(("name", p.name.as_ref())),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(("uri", p.uri.as_ref())),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some(("taskId", p.task_id.as_ref())),
+        _ => None,
+    }
+}
+
+/// Decodes a SEP-2243 header value: plain text, or `=?base64?…?=` for values
+/// that are not plain visible ASCII.
+fn decode_value(value: &str) -> Option<String> {
+    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+        Some(inner) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(inner).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(value.to_owned()),
+    }
+}
+
+/// Checks the `Mcp-Method`/`Mcp-Name` headers against the one message of a
+/// request under protocol 2026-07-28 or later. Intermediaries route on these
+/// headers, so a header that disagrees with the body would let one message
+/// be routed as another. `initialize` may omit them, but what it supplies
+/// must agree. Responses carry no method and are exempt.
+pub fn check_standard_headers(headers: &HeaderMap, message: &Message<'_>) -> Result<(), String> {
+    let Some(method) = message.method() else {
+        return Ok(());
+    };
+    match single(headers, &MCP_METHOD) {
+        SingleHeader::Absent if method == "initialize" => return Ok(()),
+        SingleHeader::Absent => return Err("missing required Mcp-Method header".into()),
+        SingleHeader::Repeated => return Err("duplicate Mcp-Method header".into()),
+        SingleHeader::NotText => return Err("Mcp-Method header is not valid text".into()),
+        SingleHeader::Value(v) if v != method => {
+            return Err(format!(
+                "Mcp-Method header `{v}` does not match body method `{method}`"
+            ));
+        }
+        SingleHeader::Value(_) => {}
+    }
+    let Some((member, field)) = name_source(message) else {
+        return Ok(());
+    };
+    let Some(expected) = field.and_then(Field::as_str) else {
+        return Ok(());
+    };
+    match single(headers, &MCP_NAME) {
+        SingleHeader::Absent => Err(format!("missing required Mcp-Name header for `{method}`")),
+        SingleHeader::Repeated => Err("duplicate Mcp-Name header".into()),
+        SingleHeader::NotText => Err("Mcp-Name header is not valid text".into()),
+        SingleHeader::Value(raw) => match decode_value(raw) {
+            None => Err("Mcp-Name header is not valid Base64".into()),
+            Some(decoded) if decoded != expected => Err(format!(
+                "Mcp-Name header `{decoded}` does not match body params.{member} `{expected}`"
+            )),
+            Some(_) => Ok(()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::envelope::{Payload, parse};
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                map.append(k, v);
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn accept_ranges() {
+        let h = headers(&[("accept", "application/json, text/event-stream")]);
+        assert!(accepts(&h, JSON) && accepts(&h, EVENT_STREAM));
+        let h = headers(&[
+            ("accept", "application/json"),
+            ("accept", "text/event-stream;q=0.5"),
+        ]);
+        assert!(accepts(&h, JSON) && accepts(&h, EVENT_STREAM));
+        let h = headers(&[("accept", "*/*")]);
+        assert!(accepts(&h, JSON) && accepts(&h, EVENT_STREAM));
+        let h = headers(&[("accept", "*/*, text/event-stream;q=0")]);
+        assert!(accepts(&h, JSON) && !accepts(&h, EVENT_STREAM));
+        let h = headers(&[("accept", "Application/JSON")]);
+        assert!(accepts(&h, JSON) && !accepts(&h, EVENT_STREAM));
+        assert!(!accepts(&headers(&[]), JSON));
+        assert!(!accepts(&headers(&[("accept", "text/html")]), JSON));
+    }
+
+    #[test]
+    fn content_type() {
+        assert!(is_json_content(&headers(&[(
+            "content-type",
+            "application/json; charset=utf-8"
+        )])));
+        assert!(!is_json_content(&headers(&[("content-type", "text/plain")])));
+        assert!(!is_json_content(&headers(&[
+            ("content-type", "application/json"),
+            ("content-type", "text/plain")
+        ])));
+        assert!(!is_json_content(&headers(&[])));
+    }
+
+    fn check(pairs: &[(&str, &str)], body: &str) -> Result<(), String> {
+        let payload = parse(body.as_bytes()).map_err(|e| e.to_string())?;
+        let Payload::Single(message) = payload else {
+            return Err("batch".into());
+        };
+        check_standard_headers(&headers(pairs), &message)
+    }
+
+    #[test]
+    fn standard_headers() {
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"héllo"}}"#;
+        assert!(
+            check(
+                &[("mcp-method", "tools/call"), ("mcp-name", "=?base64?aMOpbGxv?=")],
+                call
+            )
+            .is_ok()
+        );
+        assert!(
+            check(&[("mcp-method", "tools/call"), ("mcp-name", "other")], call)
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert!(
+            check(&[("mcp-method", "tools/call")], call)
+                .unwrap_err()
+                .contains("missing required Mcp-Name")
+        );
+        assert!(check(&[("mcp-method", "tools/list"), ("mcp-name", "héllo")], call).is_err());
+        assert!(
+            check(
+                &[("mcp-method", "tools/call"), ("mcp-method", "tools/call")],
+                call
+            )
+            .unwrap_err()
+            .contains("duplicate")
+        );
+        assert!(check(&[], r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).is_err());
+        assert!(
+            check(
+                &[],
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &[("mcp-method", "ping")],
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#
+            )
+            .is_err()
+        );
+        assert!(check(&[], r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
+        let read = r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#;
+        assert!(
+            check(
+                &[("mcp-method", "resources/read"), ("mcp-name", "file:///a")],
+                read
+            )
+            .is_ok()
+        );
+    }
+}

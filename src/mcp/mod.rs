@@ -1,0 +1,6 @@
+//! The MCP wire format as far as toolgate needs it: JSON-RPC envelopes,
+//! protocol versions and the transport's HTTP headers.
+
+pub mod envelope;
+pub mod headers;
+pub mod version;

@@ -1,0 +1,287 @@
+//! Forwarding to the upstream MCP server: one pooled HTTP/1.1 client,
+//! header rewriting, and a response body that streams frame by frame.
+//!
+//! As in hyper's own gateway example, this stays short: build the upstream
+//! request, send it under a timeout, stream the answer back. Policy decisions
+//! happen before this point, in the pipeline.
+
+use super::ProxyBody;
+use super::refusal::{Refusal, code};
+use crate::policy::Upstream;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The pooled client every request to the upstream goes through.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpstreamClient {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends the request and returns the upstream's response head with a
+    /// streaming body, or the refusal that tells the caller what failed.
+    pub async fn send(
+        &self,
+        upstream: &Upstream,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let response = match tokio::time::timeout(upstream.timeout, self.client.request(request)).await {
+            Err(_) => {
+                tracing::warn!(upstream = %upstream.authority, timeout_ms = upstream.timeout.as_millis() as u64, "upstream did not answer in time");
+                return Err(Refusal::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    code::INTERNAL_ERROR,
+                    "upstream_timeout",
+                    format!(
+                        "The upstream MCP server did not answer within {} ms",
+                        upstream.timeout.as_millis()
+                    ),
+                ));
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(upstream = %upstream.authority, error = %error_chain(&error), "upstream request failed");
+                return Err(Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    code::INTERNAL_ERROR,
+                    "upstream_unavailable",
+                    "The upstream MCP server is unavailable",
+                ));
+            }
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            UpstreamBody::new(body).boxed_unsync(),
+        ))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// RFC 9110 §7.6.1: connection-specific fields are not forwarded, nor any
+/// field the `Connection` header names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Builds the upstream request from the client's: the upstream's path with
+/// the client's query, the client's end-to-end headers, `Host` naming the
+/// upstream, and `X-Forwarded-*` describing the client. Inbound
+/// `X-Forwarded-*` values are replaced, not appended to: toolgate is the
+/// edge that saw the peer, and a client's own claims are not evidence.
+pub fn upstream_request(
+    upstream: &Upstream,
+    method: Method,
+    uri: &Uri,
+    mut headers: HeaderMap,
+    peer: SocketAddr,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, Refusal> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{}?{query}", upstream.path),
+        None => upstream.path.clone(),
+    };
+    let target = Uri::builder()
+        .scheme("http")
+        .authority(upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| Refusal::bad_request("invalid_uri", "The request's query cannot be forwarded"))?;
+
+    let client_host = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::HOST);
+    for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::from_str(upstream.authority.as_str()) {
+        headers.insert(header::HOST, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = client_host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = target;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The upstream's response body, forwarded frame by frame as it arrives.
+///
+/// If the upstream dies mid-body, the stream ends here instead of failing:
+/// for a chunked SSE answer the client sees a clean end of stream (and may
+/// resume with `Last-Event-ID`), and the partial event is discarded by its
+/// SSE parser as the SSE specification requires. A body with a declared
+/// `Content-Length` that ends short is still detected by the client, because
+/// hyper will not terminate a length-delimited response early.
+pub struct UpstreamBody {
+    inner: Incoming,
+    done: bool,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming) -> Self {
+        Self { inner, done: false }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(error))) => {
+                tracing::warn!(error = %error_chain(&error), "upstream response ended abruptly; closing the client's stream");
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("mcp-session-id", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("mcp-session-id"));
+    }
+
+    #[test]
+    fn forwarded_headers_replace_client_claims() -> Result<(), Box<dyn std::error::Error>> {
+        let upstream = Upstream {
+            authority: "10.0.0.1:8080".parse()?,
+            path: "/mcp".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("gw.example.com"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        headers.insert("last-event-id", HeaderValue::from_static("7"));
+        let uri: Uri = "/mcp?x=1".parse()?;
+        let request = upstream_request(
+            &upstream,
+            Method::GET,
+            &uri,
+            headers,
+            "192.0.2.9:5000".parse()?,
+            Bytes::new(),
+        )
+        .map_err(|r| r.message)?;
+        assert_eq!(request.uri(), "http://10.0.0.1:8080/mcp?x=1");
+        let h = request.headers();
+        assert_eq!(h[header::HOST], "10.0.0.1:8080");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(h["x-forwarded-host"], "gw.example.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["last-event-id"], "7");
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The request pipeline. Each request loads one policy snapshot and walks
+//! these steps top to bottom; the first that refuses answers the client.
+//!
+//! | step                                   | refuses with |
+//! |----------------------------------------|--------------|
+//! | route `/mcp`                           | 404 |
+//! | Host, then Origin allowlist            | 403 |
+//! | HTTP method, `Accept`, `Content-Type`  | 405 / 406 / 415 |
+//! | body up to the limit, JSON-RPC envelope| 413 / 400 (-32700, -32600) |
+//! | `MCP-Protocol-Version`, batches, SEP-2243 headers | 400 (-32600, -32020) |
+//! | forward                                | 502 / 504 |
+
+pub mod forward;
+pub mod guard;
+pub mod refusal;
+
+pub use forward::UpstreamClient;
+pub use refusal::Refusal;
+
+use crate::mcp::envelope::{self, Payload};
+use crate::policy::Policy;
+use crate::telemetry::{Metrics, rpc_method_label};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Every response body toolgate sends: a refusal, or the upstream's stream.
+pub type ProxyBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What the pipeline shares across requests.
+pub struct Gateway {
+    pub policy: crate::policy::PolicyStore,
+    pub upstream: UpstreamClient,
+    pub metrics: Metrics,
+}
+
+/// What one request was, for its log line and metrics.
+struct Exchange {
+    rpc_method: &'static str,
+    refusal: Option<&'static str>,
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let policy = gateway.policy.load();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut exchange = Exchange {
+        rpc_method: "",
+        refusal: None,
+    };
+    let response = match pipeline(&gateway, &policy, request, peer, &mut exchange).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            exchange.refusal = Some(refusal.reason);
+            gateway.metrics.refused(refusal.reason);
+            tracing::debug!(reason = refusal.reason, message = %refusal.message, "refused");
+            refusal.into_response()
+        }
+    };
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    gateway
+        .metrics
+        .request(&method, exchange.rpc_method, status, elapsed);
+    tracing::info!(
+        target: "toolgate::access",
+        %peer,
+        method = %method,
+        path = %path,
+        rpc = exchange.rpc_method,
+        status,
+        refusal = exchange.refusal.unwrap_or(""),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(response)
+}
+
+async fn pipeline(
+    gateway: &Gateway,
+    policy: &Policy,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    exchange: &mut Exchange,
+) -> Result<Response<ProxyBody>, Refusal> {
+    route(request.uri().path())?;
+    let transport = &policy.transport;
+    guard::host(request.uri(), request.headers(), transport)?;
+    guard::origin(request.headers(), transport)?;
+
+    let (parts, body) = request.into_parts();
+    let body = match parts.method {
+        Method::POST => {
+            guard::post_accept(&parts.headers)?;
+            guard::content_type(&parts.headers)?;
+            let bytes = read_body(body, transport.max_body).await?;
+            let payload = envelope::parse(&bytes)?;
+            exchange.rpc_method = payload_label(&payload);
+            let version = guard::protocol_version(&parts.headers, Some(&payload), transport)?;
+            guard::payload_shape(&parts.headers, &payload, version)?;
+            bytes
+        }
+        Method::GET => {
+            guard::get_accept(&parts.headers)?;
+            guard::protocol_version(&parts.headers, None, transport)?;
+            Bytes::new()
+        }
+        Method::DELETE => {
+            guard::protocol_version(&parts.headers, None, transport)?;
+            Bytes::new()
+        }
+        // A CORS preflight from an allowed Origin (checked above) is the
+        // upstream's to answer; it carries no MCP message.
+        Method::OPTIONS if parts.headers.contains_key(header::ORIGIN) => Bytes::new(),
+        ref other => return Err(Refusal::method_not_allowed(other)),
+    };
+
+    let upstream = &policy.upstream;
+    let outbound = forward::upstream_request(upstream, parts.method, &parts.uri, parts.headers, peer, body)?;
+    let started = Instant::now();
+    let result = gateway.upstream.send(upstream, outbound).await;
+    gateway.metrics.upstream_answered(
+        started.elapsed(),
+        result.as_ref().map(|r| r.status().as_u16()).ok(),
+    );
+    result
+}
+
+/// `/mcp` is the one MCP endpoint. The path is matched exactly: no
+/// normalisation can make another path reach it.
+fn route(path: &str) -> Result<(), Refusal> {
+    if path == "/mcp" {
+        Ok(())
+    } else {
+        Err(Refusal::not_found(path))
+    }
+}
+
+/// Reads a POST body up to `limit` bytes. A declared `Content-Length` over
+/// the limit is refused before a byte is read.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            refusal::code::INVALID_REQUEST,
+            "body_too_large",
+            format!("The request body exceeds the {limit}-byte limit"),
+        )
+    };
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(Refusal::bad_request(
+            "body_read",
+            "The request body could not be read",
+        )),
+    }
+}
+
+fn payload_label(payload: &Payload<'_>) -> &'static str {
+    match payload {
+        Payload::Batch(_) => "batch",
+        Payload::Single(message) => match message.method() {
+            Some(method) => rpc_method_label(method),
+            None => "response",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_endpoint_routes() {
+        assert!(route("/mcp").is_ok());
+        for path in [
+            "/mcp/",
+            "/MCP",
+            "//mcp",
+            "/mcp/../mcp",
+            "/x/../mcp",
+            "/%6dcp",
+            "/",
+            "/mcp;x",
+        ] {
+            assert_eq!(
+                route(path).map_err(|r| r.status),
+                Err(StatusCode::NOT_FOUND),
+                "{path}"
+            );
+        }
+    }
+}

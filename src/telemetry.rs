@@ -1,0 +1,231 @@
+//! What toolgate tells operators: structured logs through `tracing`, and
+//! Prometheus metrics in one registry served by the admin listener.
+//!
+//! Label values are bounded: JSON-RPC methods outside the MCP vocabulary
+//! count as `other`, so a client cannot grow the metric series at will.
+
+use http::Method;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    http_method: &'static str,
+    rpc_method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histogram,
+    refusals: Family<RefusalLabels, Counter>,
+    upstream_duration: Family<UpstreamLabels, Histogram>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+    .into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("toolgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by HTTP method, JSON-RPC method and HTTP status",
+            requests.clone(),
+        );
+        let request_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response head, including the upstream",
+            request_duration.clone(),
+        );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests refused by toolgate, by rule",
+            refusals.clone(),
+        );
+        let upstream_duration =
+            Family::<UpstreamLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from forwarding to the upstream's response head, by outcome",
+            upstream_duration.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            refusals,
+            upstream_duration,
+        }
+    }
+
+    pub fn request(&self, method: &Method, rpc_method: &'static str, status: u16, elapsed: Duration) {
+        let http_method = match *method {
+            Method::POST => "POST",
+            Method::GET => "GET",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                http_method,
+                rpc_method,
+                status,
+            })
+            .inc();
+        self.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// `status` is `None` when the upstream gave no answer (refused, timed out).
+    pub fn upstream_answered(&self, elapsed: Duration, status: Option<u16>) {
+        let outcome = match status {
+            None => "failed",
+            Some(s) if s >= 500 => "5xx",
+            Some(s) if s >= 400 => "4xx",
+            Some(_) => "ok",
+        };
+        self.upstream_duration
+            .get_or_create(&UpstreamLabels { outcome })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+/// The label for a JSON-RPC method: its own name when MCP defines it,
+/// `other` otherwise.
+pub fn rpc_method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "tasks/get",
+        "tasks/list",
+        "tasks/cancel",
+        "tasks/result",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    ];
+    KNOWN.iter().find(|k| **k == method).copied().unwrap_or("other")
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Plain,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Installs the global subscriber. The filter comes from `RUST_LOG`
+/// (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Err(error) = result {
+        eprintln!("toolgate: logging was already set up: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_encode_with_bounded_labels() {
+        let metrics = Metrics::new();
+        metrics.request(
+            &Method::POST,
+            rpc_method_label("tools/call"),
+            200,
+            Duration::from_millis(3),
+        );
+        metrics.request(
+            &Method::POST,
+            rpc_method_label("x/unbounded/123"),
+            400,
+            Duration::from_millis(1),
+        );
+        metrics.refused("origin");
+        metrics.upstream_answered(Duration::from_millis(2), Some(200));
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"toolgate_requests_total{http_method="POST",rpc_method="tools/call",status="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"rpc_method="other""#), "{text}");
+        assert!(
+            text.contains(r#"toolgate_refusals_total{reason="origin"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("toolgate_upstream_duration_seconds_count{outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,159 @@
+//! The `toolgate` command line: `check`, `--version`, and `demo`.
+
+mod common;
+
+use common::*;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn toolgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(args)
+        .output()
+        .expect("run toolgate")
+}
+
+#[test]
+fn version_is_printed() {
+    let out = toolgate(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("toolgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_accepts_every_example_policy() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = toolgate(&["check", &path.to_string_lossy()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "examples/ has policies");
+}
+
+#[test]
+fn check_reports_file_line_and_column() {
+    let dir = scratch_dir();
+    let cases = [
+        (
+            "version: 1\nupstream:\n  url: http://127.0.0.1:1/mcp\n  tmeout: 5s\n",
+            ":4:3: ",
+            "tmeout",
+        ),
+        (
+            "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\ntransport:\n  allowed_origins: [null]\n",
+            ":4:",
+            "null",
+        ),
+        (
+            "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\nlisten: { proxy: 'not an address' }\n",
+            ":3:",
+            "address",
+        ),
+        (
+            "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\nupstream: { url: http://127.0.0.1:2/mcp }\n",
+            ":3:",
+            "uplicate",
+        ),
+        ("version: 1\nupstream: [\n", ":", ""),
+    ];
+    for (i, (text, location, word)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad-{i}.yaml"));
+        std::fs::write(&path, text).expect("write");
+        let out = toolgate(&["check", &path.to_string_lossy()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            stderr.starts_with(&format!("{}{location}", path.display())),
+            "{stderr}"
+        );
+        assert!(stderr.contains(word), "{stderr}");
+    }
+    let out = toolgate(&["check", "/no/such/policy.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn run_refuses_a_broken_policy_with_its_location() {
+    let dir = scratch_dir();
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, "version: 1\nupstream: { url: ftp://x/mcp }\n").expect("write");
+    let out = toolgate(&["run", "--config", &path.to_string_lossy()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:2:", path.display())), "{stderr}");
+}
+
+#[tokio::test]
+async fn demo_serves_its_sample_server_behind_toolgate() -> TestResult {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let endpoint = loop {
+        let line = rx.recv_timeout(Duration::from_secs(20))?;
+        if let Some(rest) = line.trim().strip_prefix("MCP endpoint:") {
+            break rest.split_whitespace().next().unwrap_or_default().to_owned();
+        }
+    };
+    let addr: std::net::SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse()?;
+
+    let listed = post(
+        addr,
+        &[("mcp-protocol-version", "2025-06-18")],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(listed.status, http::StatusCode::OK, "{}", listed.text());
+    let names: Vec<String> = listed.json()["result"]["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"echo".to_owned()) && names.contains(&"countdown".to_owned()),
+        "{names:?}"
+    );
+    let evil = post(
+        addr,
+        &[("origin", "http://localhost.evil.com")],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    )
+    .await;
+    assert_eq!(evil.status, http::StatusCode::FORBIDDEN);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    assert!(status.success(), "{status}");
+    Ok(())
+}

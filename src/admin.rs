@@ -1,6 +1,8 @@
 //! The admin listener, on its own port so it can stay private while the
 //! proxy port is exposed: `/healthz` (the process is up), `/readyz` (a
-//! policy is loaded and the process is not draining) and `/metrics`.
+//! policy is loaded and the process is not draining), `/metrics`, and
+//! `/policy` (which policy runs: its SHA-256, generation and load time —
+//! never its contents, which may one day hold secrets).
 
 use crate::proxy::Gateway;
 use bytes::Bytes;

@@ -9,7 +9,9 @@
 //! - [`proxy`]: the request pipeline, one step per rule, then forwarding.
 //! - [`mcp`]: the wire format: JSON-RPC envelope, protocol versions, headers.
 //! - [`config`]: the YAML policy file, validated with file/line/column.
-//! - [`policy`]: the compiled, immutable policy snapshot and its store.
+//! - [`policy`]: the compiled, immutable policy snapshot and its store;
+//!   virtual servers, allowlists, decisions.
+//! - [`reload`]: watching the policy file, SIGHUP, atomic swap.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on their own listener.
 //! - [`telemetry`]: logging set-up and the metrics registry.
 //! - [`demo`]: the built-in MCP server behind `toolgate demo`.
@@ -22,6 +24,7 @@ pub mod demo;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 

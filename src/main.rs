@@ -1,4 +1,4 @@
-//! The `toolgate` command: run, check, demo.
+//! The `toolgate` command: run, check, explain, demo.
 
 #![forbid(unsafe_code)]
 
@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use toolgate::policy::{ListKind, Principal};
 use toolgate::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -41,6 +42,25 @@ enum Command {
         /// The policy file.
         file: PathBuf,
     },
+    /// Say whether a principal may use a tool, prompt, resource or resource
+    /// template on a virtual server, and which pattern or rule decided.
+    /// Exits 0 when allowed, 1 when denied, 2 on a usage or policy error.
+    Explain {
+        /// The policy file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The virtual server (`default` serves /mcp).
+        #[arg(long, default_value = "default")]
+        server: String,
+        #[command(flatten)]
+        target: ExplainTarget,
+        /// A group of the principal (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The principal's subject.
+        #[arg(long, default_value = "anonymous")]
+        subject: String,
+    },
     /// Start a built-in MCP server behind toolgate with a sample policy.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -48,6 +68,71 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
     },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct ExplainTarget {
+    /// A tool name.
+    #[arg(long)]
+    tool: Option<String>,
+    /// A prompt name.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// A resource URI.
+    #[arg(long)]
+    resource: Option<String>,
+    /// A resource template (its uriTemplate).
+    #[arg(long)]
+    resource_template: Option<String>,
+}
+
+fn explain(config: &std::path::Path, server: &str, target: ExplainTarget, principal: Principal) -> ExitCode {
+    let loaded = match toolgate::config::load_file(config) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(virtual_server) = loaded.policy.virtual_server(server) else {
+        let mut names: Vec<&String> = loaded.policy.virtual_servers.keys().collect();
+        names.sort();
+        eprintln!(
+            "no virtual server `{server}` in {}; it defines: {names:?}",
+            config.display()
+        );
+        return ExitCode::from(2);
+    };
+    let (kind, name) = match target {
+        ExplainTarget { tool: Some(name), .. } => (ListKind::Tool, name),
+        ExplainTarget {
+            prompt: Some(name), ..
+        } => (ListKind::Prompt, name),
+        ExplainTarget {
+            resource: Some(name), ..
+        } => (ListKind::Resource, name),
+        ExplainTarget {
+            resource_template: Some(name),
+            ..
+        } => (ListKind::ResourceTemplate, name),
+        _ => return ExitCode::from(2),
+    };
+    let decision = virtual_server.view(&principal).decide(kind, &name);
+    let groups = if principal.groups.is_empty() {
+        "none".to_owned()
+    } else {
+        principal.groups.join(", ")
+    };
+    println!(
+        "{kind} `{name}` on virtual server `{server}` for `{}` (groups: {groups}): {decision}",
+        principal.subject
+    );
+    if decision.is_allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn main() -> ExitCode {
@@ -63,6 +148,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Explain {
+            config,
+            server,
+            target,
+            groups,
+            subject,
+        } => explain(&config, &server, target, Principal { subject, groups }),
         Command::Run {
             config,
             listen,

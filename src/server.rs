@@ -5,6 +5,7 @@ use crate::admin::{self, Readiness};
 use crate::config::{self, ConfigError};
 use crate::policy::PolicyStore;
 use crate::proxy::{self, Gateway, UpstreamClient};
+use crate::reload::Reloader;
 use crate::telemetry::Metrics;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -56,6 +57,7 @@ pub struct Server {
     admin: TcpListener,
     gateway: Arc<Gateway>,
     readiness: Arc<Readiness>,
+    reloader: Reloader,
     drain: Duration,
 }
 
@@ -70,17 +72,21 @@ impl Server {
         let admin_addr = config.admin_listen.unwrap_or(loaded.listen.admin);
         let proxy = bind(proxy_addr).await?;
         let admin = bind(admin_addr).await?;
+        let listen = loaded.listen.clone();
         let gateway = Arc::new(Gateway {
             policy: PolicyStore::new(loaded.policy),
             upstream: UpstreamClient::new(),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
         });
+        gateway.metrics.policy_running(&gateway.policy.load().meta);
+        let reloader = Reloader::new(config.policy_file.clone(), listen.clone(), gateway.clone());
         Ok(Self {
             proxy,
             admin,
             gateway,
             readiness: Arc::default(),
-            drain: loaded.listen.drain,
+            reloader,
+            drain: listen.drain,
         })
     }
 
@@ -100,6 +106,7 @@ impl Server {
             admin,
             gateway,
             readiness,
+            reloader,
             drain,
         } = self;
         if let (Ok(p), Ok(a)) = (proxy.local_addr(), admin.local_addr()) {
@@ -112,6 +119,7 @@ impl Server {
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let graceful = GracefulShutdown::new();
         let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let reload_task = tokio::spawn(reloader.run(admin_stopped.clone()));
         let admin_task = tokio::spawn(serve_admin(
             admin,
             builder.clone(),
@@ -171,6 +179,7 @@ impl Server {
         }
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
+        let _ = reload_task.await;
         Ok(())
     }
 }

@@ -4,13 +4,17 @@
 //! Label values are bounded: JSON-RPC methods outside the MCP vocabulary
 //! count as `other`, so a client cannot grow the metric series at will.
 
+use crate::mcp::list_filter::Removed;
+use crate::policy::{Decision, ListKind, PolicyMeta, Principal};
 use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -29,12 +33,37 @@ struct UpstreamLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    virtual_server: String,
+    kind: &'static str,
+    action: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyInfoLabels {
+    sha256: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
     refusals: Family<RefusalLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram>,
+    decisions: Family<DecisionLabels, Counter>,
+    lists_refused: Counter,
+    reloads: Family<ReloadLabels, Counter>,
+    generation: Gauge,
+    loaded_at: Gauge,
+    policy_info: Family<PolicyInfoLabels, Gauge>,
+    running_sha256: Mutex<String>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -78,12 +107,113 @@ impl Metrics {
             "Time from forwarding to the upstream's response head, by outcome",
             upstream_duration.clone(),
         );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Policy decisions, by virtual server, kind (tool, prompt, resource, resource_template), action (call, list) and outcome",
+            decisions.clone(),
+        );
+        let lists_refused = Counter::default();
+        registry.register(
+            "list_results_refused",
+            "List results withheld because they could not be checked (unreadable or over transport.max_list_result)",
+            lists_refused.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads, by result (ok, unchanged, error)",
+            reloads.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "policy_generation",
+            "Generation of the running policy (1 at start)",
+            generation.clone(),
+        );
+        let loaded_at = Gauge::default();
+        registry.register(
+            "policy_loaded_timestamp_seconds",
+            "When the running policy was loaded, in Unix seconds",
+            loaded_at.clone(),
+        );
+        let policy_info = Family::<PolicyInfoLabels, Gauge>::default();
+        registry.register(
+            "policy_info",
+            "The running policy's SHA-256 (value 1)",
+            policy_info.clone(),
+        );
         Self {
             registry,
             requests,
             request_duration,
             refusals,
             upstream_duration,
+            decisions,
+            lists_refused,
+            reloads,
+            generation,
+            loaded_at,
+            policy_info,
+            running_sha256: Mutex::new(String::new()),
+        }
+    }
+
+    pub fn decision(&self, server: &str, kind: ListKind, action: &'static str, allowed: bool) {
+        let outcome = if allowed { "allowed" } else { "denied" };
+        let labels = DecisionLabels {
+            virtual_server: server.to_owned(),
+            kind: kind.as_str(),
+            action,
+            outcome,
+        };
+        self.decisions.get_or_create(&labels).inc();
+    }
+
+    /// Adds a whole list's decisions at once.
+    pub fn list_decisions(&self, server: &str, kind: ListKind, allowed: u64, denied: u64) {
+        for (outcome, count) in [("allowed", allowed), ("denied", denied)] {
+            if count > 0 {
+                let labels = DecisionLabels {
+                    virtual_server: server.to_owned(),
+                    kind: kind.as_str(),
+                    action: "list",
+                    outcome,
+                };
+                self.decisions.get_or_create(&labels).inc_by(count);
+            }
+        }
+    }
+
+    pub fn list_refused(&self) {
+        self.lists_refused.inc();
+    }
+
+    pub fn reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Records which policy is running.
+    pub fn policy_running(&self, meta: &PolicyMeta) {
+        self.generation
+            .set(i64::try_from(meta.generation).unwrap_or(i64::MAX));
+        let loaded = meta
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.loaded_at.set(i64::try_from(loaded).unwrap_or(i64::MAX));
+        let mut running = self.running_sha256.lock().unwrap_or_else(|e| e.into_inner());
+        if *running != meta.sha256 {
+            self.policy_info.remove(&PolicyInfoLabels {
+                sha256: running.clone(),
+            });
+            self.policy_info
+                .get_or_create(&PolicyInfoLabels {
+                    sha256: meta.sha256.clone(),
+                })
+                .set(1);
+            running.clone_from(&meta.sha256);
         }
     }
 
@@ -160,6 +290,51 @@ pub fn rpc_method_label(method: &str) -> &'static str {
         "notifications/roots/list_changed",
     ];
     KNOWN.iter().find(|k| **k == method).copied().unwrap_or("other")
+}
+
+/// Audit: one event per refused call, on the `toolgate::audit` target.
+pub fn audit_call_refused(
+    server: &str,
+    principal: &Principal,
+    kind: ListKind,
+    name: &str,
+    decision: &Decision,
+) {
+    tracing::info!(
+        target: "toolgate::audit",
+        event = "call_refused",
+        virtual_server = server,
+        principal = %principal.subject,
+        kind = kind.as_str(),
+        name,
+        rule = %decision,
+        "call refused"
+    );
+}
+
+/// Audit: one event per list result that lost items.
+pub fn audit_list_filtered(server: &str, principal: &Principal, removed: &[Removed]) {
+    for kind in ListKind::ALL {
+        let names: Vec<&str> = removed
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.name.as_str())
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let shown = names.iter().take(50).copied().collect::<Vec<_>>().join(",");
+        tracing::info!(
+            target: "toolgate::audit",
+            event = "list_filtered",
+            virtual_server = server,
+            principal = %principal.subject,
+            kind = kind.as_str(),
+            removed = names.len(),
+            names = %shown,
+            "list filtered"
+        );
+    }
 }
 
 /// How log lines are written.

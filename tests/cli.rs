@@ -46,6 +46,7 @@ fn check_accepts_every_example_policy() {
 #[test]
 fn check_reports_file_line_and_column() {
     let dir = scratch_dir();
+    let vs = "virtual_servers: { default: { tools: { allow: ['*'] } } }\n";
     let cases = [
         (
             "version: 1\nupstream:\n  url: http://127.0.0.1:1/mcp\n  tmeout: 5s\n",
@@ -53,9 +54,11 @@ fn check_reports_file_line_and_column() {
             "tmeout",
         ),
         (
-            "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\ntransport:\n  allowed_origins: [null]\n",
+            &*format!(
+                "version: 1\nupstream: {{ url: http://127.0.0.1:1/mcp }}\ntransport:\n  allowed_origins: ['null']\n{vs}"
+            ),
             ":4:",
-            "null",
+            "`null` would admit sandboxed frames",
         ),
         (
             "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\nlisten: { proxy: 'not an address' }\n",
@@ -90,7 +93,11 @@ fn check_reports_file_line_and_column() {
 fn run_refuses_a_broken_policy_with_its_location() {
     let dir = scratch_dir();
     let path = dir.join("policy.yaml");
-    std::fs::write(&path, "version: 1\nupstream: { url: ftp://x/mcp }\n").expect("write");
+    std::fs::write(
+        &path,
+        "version: 1\nupstream: { url: ftp://x/mcp }\nvirtual_servers: { default: {} }\n",
+    )
+    .expect("write");
     let out = toolgate(&["run", "--config", &path.to_string_lossy()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

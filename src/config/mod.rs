@@ -11,9 +11,13 @@ mod units;
 pub use units::{ByteSize, HumanDuration};
 
 use crate::mcp::version::ProtocolVersion;
-use crate::policy::{AllowedHosts, AllowedOrigins, Policy, Transport, Upstream};
+use crate::policy::{
+    AllowedHosts, AllowedOrigins, DEFAULT_SERVER, DenialStyle, Grants, Policy, PolicyMeta, Rule, Transport,
+    Upstream, VirtualServer, pattern,
+};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,7 +75,7 @@ pub fn load_file(path: &Path) -> Result<LoadedPolicy, ConfigError> {
 /// Validates and compiles policy text; `path` names it in errors.
 pub fn load_str(text: &str, path: &Path) -> Result<LoadedPolicy, ConfigError> {
     let doc: PolicyDoc = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?;
-    doc.compile(path)
+    doc.compile(path, sha256_hex(text.as_bytes()))
 }
 
 fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
@@ -101,6 +105,12 @@ fn strip_location_suffix(message: &str) -> String {
     }
 }
 
+/// Hex SHA-256, the fingerprint by which operators tell policies apart.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn invalid_at<T>(path: &Path, spanned: &Spanned<T>, message: impl fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         path: path.display().to_string(),
@@ -119,6 +129,73 @@ struct PolicyDoc {
     upstream: UpstreamDoc,
     #[serde(default)]
     transport: TransportDoc,
+    virtual_servers: Spanned<BTreeMap<String, Spanned<VirtualServerDoc>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VirtualServerDoc {
+    #[serde(default)]
+    denial: DenialDoc,
+    #[serde(default)]
+    tools: ListDoc,
+    #[serde(default)]
+    prompts: ListDoc,
+    #[serde(default)]
+    resources: ListDoc,
+    #[serde(default)]
+    resource_templates: ListDoc,
+    #[serde(default)]
+    rules: Vec<RuleDoc>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DenialDoc {
+    #[default]
+    Hidden,
+    Explicit,
+}
+
+/// The four lists, as a virtual server or a rule writes them. (Not a
+/// flattened struct: serde's `flatten` would disable `deny_unknown_fields`.)
+struct GrantsDoc {
+    tools: ListDoc,
+    prompts: ListDoc,
+    resources: ListDoc,
+    resource_templates: ListDoc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListDoc {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    when: Spanned<WhenDoc>,
+    #[serde(default)]
+    tools: ListDoc,
+    #[serde(default)]
+    prompts: ListDoc,
+    #[serde(default)]
+    resources: ListDoc,
+    #[serde(default)]
+    resource_templates: ListDoc,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhenDoc {
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    subjects: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +254,8 @@ struct TransportDoc {
     protocol_versions: Vec<Spanned<String>>,
     #[serde(default = "default_max_body")]
     max_body: ByteSize,
+    #[serde(default = "default_max_list_result")]
+    max_list_result: ByteSize,
 }
 
 impl Default for TransportDoc {
@@ -187,6 +266,7 @@ impl Default for TransportDoc {
             require_origin: false,
             protocol_versions: default_protocol_versions(),
             max_body: default_max_body(),
+            max_list_result: default_max_list_result(),
         }
     }
 }
@@ -210,9 +290,12 @@ fn default_protocol_versions() -> Vec<Spanned<String>> {
 fn default_max_body() -> ByteSize {
     ByteSize(4 << 20)
 }
+fn default_max_list_result() -> ByteSize {
+    ByteSize(8 << 20)
+}
 
 impl PolicyDoc {
-    fn compile(self, path: &Path) -> Result<LoadedPolicy, ConfigError> {
+    fn compile(self, path: &Path, sha256: String) -> Result<LoadedPolicy, ConfigError> {
         if self.version.value != POLICY_VERSION {
             return Err(invalid_at(
                 path,
@@ -230,9 +313,32 @@ impl PolicyDoc {
         };
         let upstream = self.upstream.compile(path)?;
         let transport = self.transport.compile(path)?;
+        let mut virtual_servers = HashMap::new();
+        if self.virtual_servers.value.is_empty() {
+            return Err(invalid_at(
+                path,
+                &self.virtual_servers,
+                format_args!("define at least one virtual server (`{DEFAULT_SERVER}` serves /mcp)"),
+            ));
+        }
+        for (name, doc) in self.virtual_servers.value {
+            let at = Spanned::new((), doc.referenced, doc.defined);
+            let server = doc.value.compile(path, &name, &at)?;
+            virtual_servers.insert(name, server);
+        }
+        let meta = PolicyMeta {
+            sha256,
+            generation: 0,
+            loaded_at: std::time::SystemTime::now(),
+        };
         Ok(LoadedPolicy {
             listen,
-            policy: Policy { upstream, transport },
+            policy: Policy {
+                upstream,
+                transport,
+                virtual_servers,
+                meta,
+            },
         })
     }
 }
@@ -296,12 +402,15 @@ impl TransportDoc {
             });
         }
         let max_body = usize::try_from(self.max_body.0).unwrap_or(usize::MAX);
-        if max_body == 0 {
+        let max_list_result = usize::try_from(self.max_list_result.0).unwrap_or(usize::MAX);
+        if max_body == 0 || max_list_result < 1024 {
             return Err(ConfigError::Invalid {
                 path: path.display().to_string(),
                 line: 1,
                 column: 1,
-                message: "transport.max_body must be greater than zero".into(),
+                message:
+                    "transport.max_body must be greater than zero and transport.max_list_result at least 1KiB"
+                        .into(),
             });
         }
         Ok(Transport {
@@ -310,13 +419,96 @@ impl TransportDoc {
             require_origin: self.require_origin,
             protocol_versions: versions,
             max_body,
+            max_list_result,
         })
+    }
+}
+
+/// Virtual server names appear in paths (`/servers/{name}/mcp`), so they are
+/// limited to characters no URL normalisation changes.
+fn valid_server_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl VirtualServerDoc {
+    fn compile<T>(self, path: &Path, name: &str, at: &Spanned<T>) -> Result<VirtualServer, ConfigError> {
+        if !valid_server_name(name) {
+            return Err(invalid_at(
+                path,
+                at,
+                format_args!(
+                    "virtual server name `{}` must be 1-64 of a-z, 0-9, `-` and `_`",
+                    name.escape_debug()
+                ),
+            ));
+        }
+        let base = GrantsDoc {
+            tools: self.tools,
+            prompts: self.prompts,
+            resources: self.resources,
+            resource_templates: self.resource_templates,
+        }
+        .compile(path)?;
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for rule in self.rules {
+            let when = &rule.when.value;
+            if when.groups.is_empty() && when.subjects.is_empty() {
+                return Err(invalid_at(
+                    path,
+                    &rule.when,
+                    "a rule's `when` must name groups or subjects (grants for everyone belong in the base lists)",
+                ));
+            }
+            rules.push(Rule {
+                groups: when.groups.iter().cloned().collect(),
+                subjects: when.subjects.iter().cloned().collect(),
+                grants: GrantsDoc {
+                    tools: rule.tools,
+                    prompts: rule.prompts,
+                    resources: rule.resources,
+                    resource_templates: rule.resource_templates,
+                }
+                .compile(path)?,
+            });
+        }
+        let denial = match self.denial {
+            DenialDoc::Hidden => DenialStyle::Hidden,
+            DenialDoc::Explicit => DenialStyle::Explicit,
+        };
+        Ok(VirtualServer {
+            name: name.to_owned(),
+            base,
+            rules,
+            denial,
+        })
+    }
+}
+
+impl GrantsDoc {
+    fn compile(self, path: &Path) -> Result<Grants, ConfigError> {
+        let lists = [self.tools, self.prompts, self.resources, self.resource_templates];
+        let mut allow: [Vec<String>; 4] = Default::default();
+        let mut deny: [Vec<String>; 4] = Default::default();
+        for (i, list) in lists.into_iter().enumerate() {
+            for (source, target) in [(list.allow, &mut allow[i]), (list.deny, &mut deny[i])] {
+                for entry in source {
+                    pattern::validate(&entry.value).map_err(|m| invalid_at(path, &entry, m))?;
+                    target.push(entry.value);
+                }
+            }
+        }
+        Ok(Grants::new(allow, deny))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const VS: &str = "virtual_servers:\n  default:\n    tools: { allow: ['*'] }\n";
 
     fn load(text: &str) -> Result<LoadedPolicy, ConfigError> {
         load_str(text, Path::new("policy.yaml"))
@@ -331,7 +523,9 @@ mod tests {
 
     #[test]
     fn minimal_policy_gets_safe_defaults() -> Result<(), ConfigError> {
-        let loaded = load("version: 1\nupstream: { url: http://127.0.0.1:8080/mcp }\n")?;
+        let loaded = load(&format!(
+            "version: 1\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"
+        ))?;
         assert_eq!(loaded.listen.proxy, default_proxy_addr());
         assert_eq!(loaded.policy.upstream.path, "/mcp");
         assert_eq!(loaded.policy.transport.max_body, 4 << 20);
@@ -359,21 +553,25 @@ mod tests {
 
     #[test]
     fn semantic_errors_are_located() {
-        let text = "version: 1\nupstream: { url: http://127.0.0.1:8080/mcp }\ntransport:\n  allowed_origins:\n    - https://ok.example.com\n    - app.example.com\n";
-        let message = error_of(text);
+        let text = format!(
+            "version: 1\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\ntransport:\n  allowed_origins:\n    - https://ok.example.com\n    - app.example.com\n{VS}"
+        );
+        let message = error_of(&text);
         assert!(message.starts_with("policy.yaml:6:7: "), "{message}");
         assert!(message.contains("scheme"), "{message}");
 
-        let message = error_of("version: 2\nupstream: { url: http://127.0.0.1:8080/mcp }\n");
+        let message = error_of(&format!(
+            "version: 2\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"
+        ));
         assert!(message.starts_with("policy.yaml:1:10: "), "{message}");
 
-        let message = error_of("version: 1\nupstream: { url: ftp://x/mcp }\n");
+        let message = error_of(&format!("version: 1\nupstream: {{ url: ftp://x/mcp }}\n{VS}"));
         assert!(message.starts_with("policy.yaml:2:"), "{message}");
         assert!(message.contains("http://"), "{message}");
 
-        let message = error_of(
-            "version: 1\nupstream: { url: http://x/mcp }\ntransport: { protocol_versions: [2025-6-18] }\n",
-        );
+        let message = error_of(&format!(
+            "version: 1\nupstream: {{ url: http://x/mcp }}\ntransport: {{ protocol_versions: [2025-6-18] }}\n{VS}"
+        ));
         assert!(message.contains("YYYY-MM-DD"), "{message}");
     }
 
@@ -383,6 +581,91 @@ mod tests {
             error_of("version: 1\nupstream: { url: http://x/mcp }\nupstream: { url: http://y/mcp }\n");
         assert!(message.starts_with("policy.yaml:3:"), "{message}");
         assert!(message.to_lowercase().contains("duplicate"), "{message}");
+    }
+
+    #[test]
+    fn virtual_servers_are_validated() {
+        let head = "version: 1\nupstream: { url: http://x/mcp }\n";
+        let message = error_of(&format!(
+            "{head}virtual_servers:\n  Ops:\n    tools: {{ allow: [a] }}\n"
+        ));
+        // Located at the server's body, the line after its name.
+        assert!(
+            message.starts_with("policy.yaml:5:5: ") && message.contains("`Ops`"),
+            "{message}"
+        );
+        let message = error_of(&format!(
+            "{head}virtual_servers:\n  ops:\n    tols: {{ allow: [a] }}\n"
+        ));
+        assert!(
+            message.starts_with("policy.yaml:5:5: ") && message.contains("tols"),
+            "{message}"
+        );
+        let message = error_of(&format!(
+            "{head}virtual_servers:\n  ops:\n    rules:\n      - when: {{}}\n        tools: {{ allow: [a] }}\n"
+        ));
+        assert!(
+            message.starts_with("policy.yaml:6:") && message.contains("when"),
+            "{message}"
+        );
+        let message = error_of(&format!(
+            "{head}virtual_servers:\n  ops:\n    rules:\n      - when: {{ groups: [a] }}\n        tools: {{ alow: [a] }}\n"
+        ));
+        assert!(message.contains("alow"), "{message}");
+        let message = error_of(&format!("{head}virtual_servers:\n  ops:\n    denial: loud\n"));
+        assert!(message.starts_with("policy.yaml:5:"), "{message}");
+        let message = error_of(&format!(
+            "{head}virtual_servers:\n  ops:\n    tools: {{ allow: ['a', ''] }}\n"
+        ));
+        assert!(message.contains("empty"), "{message}");
+        let message = error_of(&format!("{head}virtual_servers: {{}}\n"));
+        assert!(message.contains("at least one virtual server"), "{message}");
+        assert!(error_of(head).contains("virtual_servers"));
+    }
+
+    #[test]
+    fn a_policy_compiles_to_virtual_servers() -> Result<(), ConfigError> {
+        let loaded = load(
+            "version: 1\nupstream: { url: http://x/mcp }\nvirtual_servers:\n  default:\n    tools: { allow: ['search_*'], deny: ['*_admin'] }\n  ops:\n    denial: explicit\n    rules:\n      - when: { groups: [sre] }\n        tools: { allow: ['restart_*'] }\n",
+        )?;
+        let policy = loaded.policy;
+        assert_eq!(policy.meta.sha256.len(), 64);
+        let anon = crate::policy::Principal::anonymous();
+        let default = policy
+            .virtual_server("default")
+            .ok_or_else(|| panic_error("default"))?;
+        assert!(
+            default
+                .view(&anon)
+                .decide(crate::policy::ListKind::Tool, "search_web")
+                .is_allowed()
+        );
+        let ops = policy.virtual_server("ops").ok_or_else(|| panic_error("ops"))?;
+        assert_eq!(ops.denial, DenialStyle::Explicit);
+        assert!(
+            !ops.view(&anon)
+                .decide(crate::policy::ListKind::Tool, "restart_db")
+                .is_allowed()
+        );
+        let sre = crate::policy::Principal {
+            subject: "a".into(),
+            groups: vec!["sre".into()],
+        };
+        assert!(
+            ops.view(&sre)
+                .decide(crate::policy::ListKind::Tool, "restart_db")
+                .is_allowed()
+        );
+        Ok(())
+    }
+
+    fn panic_error(what: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: String::new(),
+            line: 0,
+            column: 0,
+            message: format!("missing {what}"),
+        }
     }
 
     #[test]

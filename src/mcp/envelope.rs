@@ -20,6 +20,10 @@ use std::fmt;
 
 /// What a client POSTed: one message or, under protocol 2025-03-26, a batch.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one Payload lives on the stack per request; boxing the common case would allocate per request"
+)]
 pub enum Payload<'a> {
     Single(Message<'a>),
     Batch(Vec<Message<'a>>),
@@ -72,6 +76,17 @@ pub struct Params<'a> {
     pub cursor: Option<Field<'a>>,
     pub task_id: Option<Field<'a>>,
     pub protocol_version: Option<Field<'a>>,
+    /// `completion/complete` names what it completes in `params.ref`.
+    pub reference: Option<Reference<'a>>,
+}
+
+/// `params.ref` of `completion/complete`: `{"type":"ref/prompt","name":…}`
+/// or `{"type":"ref/resource","uri":…}`.
+#[derive(Debug, Default)]
+pub struct Reference<'a> {
+    pub kind: Option<Field<'a>>,
+    pub name: Option<Field<'a>>,
+    pub uri: Option<Field<'a>>,
 }
 
 /// A params member that policy reads: a string, or some other JSON value
@@ -225,6 +240,11 @@ impl<'de> Deserialize<'de> for Params<'de> {
                         "cursor" => &mut params.cursor,
                         "taskId" => &mut params.task_id,
                         "protocolVersion" => &mut params.protocol_version,
+                        "ref" => {
+                            let reference: Reference<'de> = map.next_value()?;
+                            set_once(&mut params.reference, "params.ref", reference)?;
+                            continue;
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -241,6 +261,36 @@ impl<'de> Deserialize<'de> for Params<'de> {
             }
         }
         deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reference<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Reference<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a reference object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut reference = Reference::default();
+                while let Some(CowStr(key)) = map.next_key()? {
+                    let slot = match key.as_ref() {
+                        "type" => &mut reference.kind,
+                        "name" => &mut reference.name,
+                        "uri" => &mut reference.uri,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let value: Field<'de> = map.next_value()?;
+                    set_once(slot, &format!("params.ref.{key}"), value)?;
+                }
+                Ok(reference)
+            }
+        }
+        deserializer.deserialize_map(V)
     }
 }
 
@@ -411,6 +461,24 @@ mod tests {
             invalid(br#"{"jsonrpc":"2.0","id":1,"method":"x","extra":1,"extra":2}"#)
                 .contains("duplicate key `extra`")
         );
+    }
+
+    #[test]
+    fn completion_references() {
+        let m = single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"x"}}}"#,
+        );
+        let reference = m.params.reference.as_ref();
+        assert_eq!(
+            reference.and_then(|r| r.kind.as_ref()).and_then(Field::as_str),
+            Some("ref/prompt")
+        );
+        assert_eq!(
+            reference.and_then(|r| r.name.as_ref()).and_then(Field::as_str),
+            Some("p")
+        );
+        assert_eq!(m.params.name, None, "argument.name is not params.name");
+        assert!(invalid(br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"}}}"#).contains("params.ref.name"));
     }
 
     #[test]

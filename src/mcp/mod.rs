@@ -3,4 +3,6 @@
 
 pub mod envelope;
 pub mod headers;
+pub mod list_filter;
+pub mod sse;
 pub mod version;

@@ -3,14 +3,23 @@
 //! snapshot is published meanwhile.
 
 mod hosts;
+pub mod pattern;
+mod virtual_server;
 
 pub use hosts::{AllowedHosts, AllowedOrigins};
+pub use virtual_server::{
+    Decision, Denial, DenialStyle, Grants, ListKind, Principal, Rule, Source, View, VirtualServer,
+};
 
 use crate::mcp::version::ProtocolVersion;
 use arc_swap::ArcSwap;
 use http::uri::Authority;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// The virtual server `/mcp` maps to.
+pub const DEFAULT_SERVER: &str = "default";
 
 /// Everything the proxy needs to decide and forward, compiled from one
 /// policy file.
@@ -18,10 +27,28 @@ use std::time::Duration;
 pub struct Policy {
     pub upstream: Upstream,
     pub transport: Transport,
+    pub virtual_servers: HashMap<String, VirtualServer>,
+    pub meta: PolicyMeta,
+}
+
+/// Where a snapshot came from. Never holds a secret.
+#[derive(Debug, Clone)]
+pub struct PolicyMeta {
+    /// Hex SHA-256 of the policy file's bytes.
+    pub sha256: String,
+    /// 1 for the policy loaded at start, +1 for each reload that took effect.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+}
+
+impl Policy {
+    pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
+        self.virtual_servers.get(name)
+    }
 }
 
 /// Where requests go once they pass.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// `host:port` of the upstream MCP server (HTTP).
     pub authority: Authority,
@@ -42,6 +69,8 @@ pub struct Transport {
     pub protocol_versions: Vec<ProtocolVersion>,
     /// Largest POST body read, in bytes.
     pub max_body: usize,
+    /// Largest list result (or SSE event) toolgate holds to filter.
+    pub max_list_result: usize,
 }
 
 impl Transport {
@@ -51,14 +80,15 @@ impl Transport {
 }
 
 /// The published policy. Readers take a snapshot with [`PolicyStore::load`];
-/// a reload replaces it atomically.
+/// [`PolicyStore::publish`] replaces it atomically.
 #[derive(Debug)]
 pub struct PolicyStore {
     current: ArcSwap<Policy>,
 }
 
 impl PolicyStore {
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(mut policy: Policy) -> Self {
+        policy.meta.generation = 1;
         Self {
             current: ArcSwap::from_pointee(policy),
         }
@@ -67,5 +97,14 @@ impl PolicyStore {
     /// The snapshot one request is judged under.
     pub fn load(&self) -> Arc<Policy> {
         self.current.load_full()
+    }
+
+    /// Makes `policy` the current snapshot and returns its generation.
+    /// Called from one place only (the reloader), so generations are dense.
+    pub fn publish(&self, mut policy: Policy) -> u64 {
+        let generation = self.current.load().meta.generation + 1;
+        policy.meta.generation = generation;
+        self.current.store(Arc::new(policy));
+        generation
     }
 }

@@ -5,14 +5,13 @@
 //! request, send it under a timeout, stream the answer back. Policy decisions
 //! happen before this point, in the pipeline.
 
-use super::ProxyBody;
 use super::refusal::{Refusal, code};
 use crate::policy::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,7 +51,7 @@ impl UpstreamClient {
         &self,
         upstream: &Upstream,
         request: Request<Full<Bytes>>,
-    ) -> Result<Response<ProxyBody>, Refusal> {
+    ) -> Result<Response<UpstreamBody>, Refusal> {
         let response = match tokio::time::timeout(upstream.timeout, self.client.request(request)).await {
             Err(_) => {
                 tracing::warn!(upstream = %upstream.authority, timeout_ms = upstream.timeout.as_millis() as u64, "upstream did not answer in time");
@@ -79,10 +78,7 @@ impl UpstreamClient {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            UpstreamBody::new(body).boxed_unsync(),
-        ))
+        Ok(Response::from_parts(parts, UpstreamBody::new(body)))
     }
 }
 

@@ -3,22 +3,26 @@
 //!
 //! | step                                   | refuses with |
 //! |----------------------------------------|--------------|
-//! | route `/mcp`                           | 404 |
+//! | route `/mcp`, `/servers/{name}/mcp` to a virtual server | 404 |
 //! | Host, then Origin allowlist            | 403 |
 //! | HTTP method, `Accept`, `Content-Type`  | 405 / 406 / 415 |
 //! | body up to the limit, JSON-RPC envelope| 413 / 400 (-32700, -32600) |
 //! | `MCP-Protocol-Version`, batches, SEP-2243 headers | 400 (-32600, -32020) |
+//! | authorize every message ([`authorize`]) | JSON-RPC error in a 200 |
 //! | forward                                | 502 / 504 |
+//! | filter list results in the answer ([`inspect`]) | JSON-RPC error (fail closed) |
 
+pub mod authorize;
 pub mod forward;
 pub mod guard;
+pub mod inspect;
 pub mod refusal;
 
 pub use forward::UpstreamClient;
 pub use refusal::Refusal;
 
-use crate::mcp::envelope::{self, Payload};
-use crate::policy::Policy;
+use crate::mcp::envelope::{self, Kind, Payload};
+use crate::policy::{DEFAULT_SERVER, Policy, Principal, VirtualServer};
 use crate::telemetry::{Metrics, rpc_method_label};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -38,7 +42,7 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, Infallible>;
 pub struct Gateway {
     pub policy: crate::policy::PolicyStore,
     pub upstream: UpstreamClient,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What one request was, for its log line and metrics.
@@ -91,17 +95,22 @@ pub async fn handle(
 
 async fn pipeline(
     gateway: &Gateway,
-    policy: &Policy,
+    policy: &Arc<Policy>,
     request: Request<Incoming>,
     peer: SocketAddr,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    route(request.uri().path())?;
+    let server = route(policy, request.uri().path())?;
     let transport = &policy.transport;
     guard::host(request.uri(), request.headers(), transport)?;
     guard::origin(request.headers(), transport)?;
+    let principal = Principal::anonymous();
+    let view = server.view(&principal);
 
     let (parts, body) = request.into_parts();
+    // The ids of list requests whose answers must be filtered; `None` when
+    // the answer cannot hold a list result and passes as bytes.
+    let mut inspect_for: Option<Vec<Box<serde_json::value::RawValue>>> = None;
     let body = match parts.method {
         Method::POST => {
             guard::post_accept(&parts.headers)?;
@@ -111,11 +120,26 @@ async fn pipeline(
             exchange.rpc_method = payload_label(&payload);
             let version = guard::protocol_version(&parts.headers, Some(&payload), transport)?;
             guard::payload_shape(&parts.headers, &payload, version)?;
+            if let Some(answer) = authorize::authorize(&view, &payload, version, &gateway.metrics) {
+                exchange.refusal = Some("policy");
+                return Ok(answer);
+            }
+            let listing: Vec<_> = payload
+                .messages()
+                .iter()
+                .filter(|m| m.kind == Kind::Request && m.method().is_some_and(authorize::answer_may_list))
+                .map(|m| m.id.map(ToOwned::to_owned).unwrap_or_default())
+                .collect();
+            if !listing.is_empty() {
+                inspect_for = Some(listing);
+            }
             bytes
         }
         Method::GET => {
             guard::get_accept(&parts.headers)?;
             guard::protocol_version(&parts.headers, None, transport)?;
+            // A GET stream may replay answers (resumption): inspect it all.
+            inspect_for = Some(Vec::new());
             Bytes::new()
         }
         Method::DELETE => {
@@ -136,17 +160,41 @@ async fn pipeline(
         started.elapsed(),
         result.as_ref().map(|r| r.status().as_u16()).ok(),
     );
-    result
+    let response = result?;
+    Ok(match inspect_for {
+        None => response.map(|body| body.boxed_unsync()),
+        Some(list_ids) => {
+            let judge = inspect::Judge {
+                policy: policy.clone(),
+                server: server.name.clone(),
+                principal,
+                metrics: gateway.metrics.clone(),
+                list_ids,
+            };
+            inspect::inspect(judge, response).await
+        }
+    })
 }
 
-/// `/mcp` is the one MCP endpoint. The path is matched exactly: no
-/// normalisation can make another path reach it.
-fn route(path: &str) -> Result<(), Refusal> {
-    if path == "/mcp" {
-        Ok(())
+/// `/mcp` is the default virtual server, `/servers/{name}/mcp` a named one.
+/// Paths are matched exactly as sent: names are limited to characters no
+/// normalisation changes, so `..`, percent-encoding, doubled or trailing
+/// slashes and case variants match nothing.
+fn route<'p>(policy: &'p Policy, path: &str) -> Result<&'p VirtualServer, Refusal> {
+    let name = if path == "/mcp" {
+        DEFAULT_SERVER
     } else {
-        Err(Refusal::not_found(path))
-    }
+        match path
+            .strip_prefix("/servers/")
+            .and_then(|rest| rest.strip_suffix("/mcp"))
+        {
+            Some(name) if !name.is_empty() && !name.contains('/') => name,
+            _ => return Err(Refusal::not_found(path)),
+        }
+    };
+    policy
+        .virtual_server(name)
+        .ok_or_else(|| Refusal::not_found(path))
 }
 
 /// Reads a POST body up to `limit` bytes. A declared `Content-Length` over
@@ -187,9 +235,19 @@ fn payload_label(payload: &Payload<'_>) -> &'static str {
 mod tests {
     use super::*;
 
+    fn policy() -> Arc<Policy> {
+        let text = "version: 1\nupstream: { url: http://x/mcp }\nvirtual_servers:\n  default: {}\n  ops: {}\n  a-b: {}\n";
+        let loaded = crate::config::load_str(text, std::path::Path::new("p.yaml"));
+        Arc::new(loaded.map(|l| l.policy).unwrap_or_else(|e| panic!("{e}")))
+    }
+
     #[test]
-    fn only_the_exact_endpoint_routes() {
-        assert!(route("/mcp").is_ok());
+    fn paths_route_exactly() {
+        let policy = policy();
+        let name = |path: &str| route(&policy, path).map(|s| s.name.clone()).map_err(|r| r.status);
+        assert_eq!(name("/mcp"), Ok("default".into()));
+        assert_eq!(name("/servers/ops/mcp"), Ok("ops".into()));
+        assert_eq!(name("/servers/a-b/mcp"), Ok("a-b".into()));
         for path in [
             "/mcp/",
             "/MCP",
@@ -199,12 +257,20 @@ mod tests {
             "/%6dcp",
             "/",
             "/mcp;x",
+            "/servers/OPS/mcp",
+            "/servers/ops/mcp/",
+            "/servers//ops/mcp",
+            "/servers/ops//mcp",
+            "/servers/x/../ops/mcp",
+            "/servers/ops%2fx/mcp",
+            "/servers/%6fps/mcp",
+            "/servers/nope/mcp",
+            "/servers/default/../ops/mcp",
+            "/servers/mcp",
+            "/servers//mcp",
+            "/servers/ops/x/mcp",
         ] {
-            assert_eq!(
-                route(path).map_err(|r| r.status),
-                Err(StatusCode::NOT_FOUND),
-                "{path}"
-            );
+            assert_eq!(name(path), Err(StatusCode::NOT_FOUND), "{path}");
         }
     }
 }

@@ -52,7 +52,9 @@ impl Refusal {
             StatusCode::NOT_FOUND,
             code::INVALID_REQUEST,
             "not_found",
-            format!("No MCP endpoint at {path}: use /mcp"),
+            format!(
+                "No MCP endpoint at {path}: use /mcp or /servers/NAME/mcp for a virtual server the policy defines"
+            ),
         )
     }
 

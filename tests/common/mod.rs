@@ -277,11 +277,20 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// A default virtual server that lets everything through.
+pub const ALLOW_ALL: &str = "virtual_servers:\n  default:\n    tools: { allow: ['*'] }\n    prompts: { allow: ['*'] }\n    resources: { allow: ['**'] }\n    resource_templates: { allow: ['**'] }\n";
+
 /// A policy in front of `upstream`, with extra YAML for the `transport:`
-/// section (indented by two spaces) and for the top level.
+/// section (indented by two spaces) and for the top level. Without
+/// `virtual_servers` in `top`, the default one allows everything.
 pub fn policy(upstream: SocketAddr, transport: &str, top: &str) -> String {
+    let servers = if top.contains("virtual_servers:") {
+        ""
+    } else {
+        ALLOW_ALL
+    };
     format!(
-        "version: 1\nlisten:\n  drain: 5s\nupstream:\n  url: http://{upstream}/mcp\n  timeout: 5s\ntransport:\n  allowed_hosts: [localhost, 127.0.0.1]\n{transport}\n{top}\n"
+        "version: 1\nlisten:\n  drain: 5s\nupstream:\n  url: http://{upstream}/mcp\n  timeout: 5s\ntransport:\n  allowed_hosts: [localhost, 127.0.0.1]\n{transport}\n{top}\n{servers}"
     )
 }
 

@@ -1,0 +1,211 @@
+//! Name and URI patterns of the allowlists.
+//!
+//! A pattern is an exact string or a glob: `*` matches any run of
+//! characters except `/`, `**` any run including `/`. Exact patterns are
+//! kept in a hash set (one lookup); globs are compiled once per policy
+//! snapshot and matched in O(pattern × name) without backtracking.
+//!
+//! Written here rather than taken from a glob crate because those match
+//! file paths (with OS separators, character classes and escapes that a
+//! tool name or a URI does not need) and pull more code into the tree.
+
+use std::collections::HashSet;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Literal(Vec<u8>),
+    /// `*`: any run without `/`.
+    Star,
+    /// `**`: any run.
+    DoubleStar,
+}
+
+/// One compiled glob.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    source: String,
+    tokens: Vec<Token>,
+}
+
+impl Glob {
+    fn compile(source: &str) -> Self {
+        let mut tokens = Vec::new();
+        let mut literal = Vec::new();
+        let bytes = source.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'*' {
+                if !literal.is_empty() {
+                    tokens.push(Token::Literal(std::mem::take(&mut literal)));
+                }
+                let double = bytes.get(i + 1) == Some(&b'*');
+                // `***` is `**`; consecutive wildcards collapse.
+                let token = if double { Token::DoubleStar } else { Token::Star };
+                match tokens.last_mut() {
+                    Some(last @ Token::Star) if double => *last = Token::DoubleStar,
+                    Some(Token::Star | Token::DoubleStar) => {}
+                    _ => tokens.push(token),
+                }
+                i += if double { 2 } else { 1 };
+            } else {
+                literal.push(bytes[i]);
+                i += 1;
+            }
+        }
+        if !literal.is_empty() {
+            tokens.push(Token::Literal(literal));
+        }
+        Self {
+            source: source.to_owned(),
+            tokens,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        let s = text.as_bytes();
+        // Cheap exits on a leading or trailing literal.
+        if let Some(Token::Literal(first)) = self.tokens.first()
+            && !s.starts_with(first)
+        {
+            return false;
+        }
+        if let Some(Token::Literal(last)) = self.tokens.last()
+            && !s.ends_with(last)
+        {
+            return false;
+        }
+        // can[j]: the tokens from the current one on match s[j..].
+        // Computed from the last token back, one row at a time.
+        let n = s.len();
+        let mut next = vec![false; n + 1];
+        next[n] = true;
+        let mut row = vec![false; n + 1];
+        for token in self.tokens.iter().rev() {
+            match token {
+                Token::Literal(lit) => {
+                    for j in 0..=n {
+                        row[j] = s[j..].starts_with(lit) && next[j + lit.len()];
+                    }
+                }
+                Token::Star | Token::DoubleStar => {
+                    let crosses = matches!(token, Token::DoubleStar);
+                    row[n] = next[n];
+                    for j in (0..n).rev() {
+                        row[j] = next[j] || ((crosses || s[j] != b'/') && row[j + 1]);
+                    }
+                }
+            }
+            std::mem::swap(&mut row, &mut next);
+        }
+        next[0]
+    }
+}
+
+/// A set of patterns: exact names looked up in O(1), globs tried in order.
+#[derive(Debug, Clone, Default)]
+pub struct PatternSet {
+    exact: HashSet<String>,
+    globs: Vec<Glob>,
+}
+
+impl PatternSet {
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = Self::default();
+        for pattern in patterns {
+            if pattern.contains('*') {
+                set.globs.push(Glob::compile(pattern));
+            } else {
+                set.exact.insert(pattern.to_owned());
+            }
+        }
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.globs.is_empty()
+    }
+
+    /// The first pattern that matches `name`, if any.
+    pub fn find<'s>(&'s self, name: &str) -> Option<&'s str> {
+        if let Some(exact) = self.exact.get(name) {
+            return Some(exact);
+        }
+        self.globs.iter().find(|g| g.matches(name)).map(Glob::as_str)
+    }
+}
+
+/// Checks a pattern as written in the policy.
+pub fn validate(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("a pattern cannot be empty".into());
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err(format!(
+            "pattern `{}` contains a control character",
+            pattern.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn glob(p: &str) -> Glob {
+        Glob::compile(p)
+    }
+
+    #[test]
+    fn single_star_stays_within_a_segment() {
+        assert!(glob("search_*").matches("search_docs"));
+        assert!(glob("search_*").matches("search_"));
+        assert!(!glob("search_*").matches("searchdocs"));
+        assert!(!glob("search_*").matches("search_a/b"));
+        assert!(glob("*_admin").matches("delete_admin"));
+        assert!(glob("a*b*c").matches("aXXbYYc"));
+        assert!(!glob("a*b*c").matches("aXXbYY"));
+        assert!(glob("*").matches("anything"));
+        assert!(glob("*").matches(""));
+        assert!(!glob("*").matches("a/b"));
+    }
+
+    #[test]
+    fn double_star_crosses_segments() {
+        assert!(glob("file:///public/**").matches("file:///public/a/b/c.txt"));
+        assert!(glob("file:///public/**").matches("file:///public/"));
+        assert!(!glob("file:///public/**").matches("file:///private/x"));
+        assert!(!glob("file:///public/*").matches("file:///public/a/b"));
+        assert!(glob("file:///public/*").matches("file:///public/a"));
+        assert!(glob("**/secret").matches("x/y/secret"));
+        assert!(glob("a***b").matches("a/x/b"));
+    }
+
+    #[test]
+    fn matching_is_exact_about_bytes() {
+        assert!(!glob("delete_*").matches("Delete_x"));
+        assert!(!glob("dеlete_*").matches("delete_x"), "Cyrillic е is not e");
+        assert!(glob("ünï*").matches("ünïcode"));
+    }
+
+    #[test]
+    fn pathological_patterns_stay_linear() {
+        let pattern = glob(&"*a".repeat(20));
+        let text = "a".repeat(5000) + "b";
+        assert!(!pattern.matches(&text));
+    }
+
+    #[test]
+    fn sets_prefer_exact_and_report_the_pattern() {
+        let set = PatternSet::new(["read_file", "search_*", "**"]);
+        assert_eq!(set.find("read_file"), Some("read_file"));
+        assert_eq!(set.find("search_web"), Some("search_*"));
+        assert_eq!(set.find("x/y"), Some("**"));
+        assert!(PatternSet::new(["a"]).find("b").is_none());
+        assert!(PatternSet::default().is_empty());
+    }
+}

@@ -1,0 +1,413 @@
+//! Virtual servers: each a view of the upstream with its own allowlists.
+//!
+//! What a principal may use is the base `allow` plus the `allow` of every
+//! rule that matches the principal, minus every `deny` (base or rule). Deny
+//! always wins; no allow means nothing is allowed.
+//!
+//! Two hardening rules sit on top, because a proxy's deny list is only as
+//! good as its agreement with the upstream about what a name is:
+//! - deny patterns match case-insensitively (ASCII), so `Delete_All` cannot
+//!   slip past `delete_*` to an upstream that folds case;
+//! - names that are not plain ASCII are allowed only by an exact allow
+//!   entry, never by a glob, so a Unicode look-alike (`dеlete` with a
+//!   Cyrillic `е`) cannot ride on `*`; names with control characters or
+//!   leading/trailing white space are never allowed.
+
+use super::pattern::PatternSet;
+use std::collections::HashSet;
+use std::fmt;
+
+/// The four kinds of thing an allowlist governs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    Tool,
+    Prompt,
+    Resource,
+    ResourceTemplate,
+}
+
+impl ListKind {
+    pub const ALL: [ListKind; 4] = [
+        ListKind::Tool,
+        ListKind::Prompt,
+        ListKind::Resource,
+        ListKind::ResourceTemplate,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The word used in messages and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListKind::Tool => "tool",
+            ListKind::Prompt => "prompt",
+            ListKind::Resource => "resource",
+            ListKind::ResourceTemplate => "resource_template",
+        }
+    }
+
+    /// The member of a list result holding these items.
+    pub fn list_member(self) -> &'static str {
+        match self {
+            ListKind::Tool => "tools",
+            ListKind::Prompt => "prompts",
+            ListKind::Resource => "resources",
+            ListKind::ResourceTemplate => "resourceTemplates",
+        }
+    }
+}
+
+impl fmt::Display for ListKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling. Until credentials are verified, every caller is the
+/// anonymous principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub subject: String,
+    pub groups: Vec<String>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Self {
+        Self {
+            subject: "anonymous".into(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// Allow and deny patterns for each kind.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    allow: [PatternSet; 4],
+    /// Lower-cased patterns, matched against lower-cased names.
+    deny: [PatternSet; 4],
+}
+
+impl Grants {
+    pub fn new(allow: [Vec<String>; 4], deny: [Vec<String>; 4]) -> Self {
+        let allow = allow.map(|patterns| PatternSet::new(patterns.iter().map(String::as_str)));
+        let deny = deny.map(|patterns| {
+            let folded: Vec<String> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
+            PatternSet::new(folded.iter().map(String::as_str))
+        });
+        Self { allow, deny }
+    }
+}
+
+/// A rule: extra grants for principals in any of `groups` or with any of
+/// `subjects`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub groups: HashSet<String>,
+    pub subjects: HashSet<String>,
+    pub grants: Grants,
+}
+
+impl Rule {
+    fn applies_to(&self, principal: &Principal) -> bool {
+        self.subjects.contains(&principal.subject) || principal.groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+/// How a refused call is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenialStyle {
+    /// As if the name did not exist (`Unknown tool: NAME`).
+    #[default]
+    Hidden,
+    /// Say that the name exists but is not allowed.
+    Explicit,
+}
+
+/// Where a deciding pattern was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Base,
+    /// The n-th rule of the virtual server, from 1.
+    Rule(usize),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Base => f.write_str("base"),
+            Source::Rule(n) => write!(f, "rule {n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allowed { pattern: String, source: Source },
+    Denied(Denial),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// A deny pattern matched.
+    DeniedBy { pattern: String, source: Source },
+    /// No allow pattern matched.
+    NotAllowed,
+    /// Non-ASCII name matched only by a glob: needs an exact allow entry.
+    NeedsExactEntry { pattern: String },
+    /// Control characters or surrounding white space.
+    MalformedName,
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allowed { .. })
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Allowed { pattern, source } => write!(f, "allowed by `{pattern}` ({source} allow)"),
+            Decision::Denied(Denial::DeniedBy { pattern, source }) => {
+                write!(f, "denied by `{pattern}` ({source} deny)")
+            }
+            Decision::Denied(Denial::NotAllowed) => f.write_str("denied: no allow pattern matches"),
+            Decision::Denied(Denial::NeedsExactEntry { pattern }) => write!(
+                f,
+                "denied: a non-ASCII name needs an exact allow entry (only the glob `{pattern}` matches)"
+            ),
+            Decision::Denied(Denial::MalformedName) => {
+                f.write_str("denied: the name has control characters or surrounding white space")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualServer {
+    pub name: String,
+    pub base: Grants,
+    pub rules: Vec<Rule>,
+    pub denial: DenialStyle,
+}
+
+/// A virtual server as one principal sees it: the base grants and the rules
+/// that apply, settled once per request.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    server: &'a VirtualServer,
+    /// Bit n set: rule n applies. Rules beyond 64 are checked one by one.
+    rules: u64,
+    principal: &'a Principal,
+}
+
+impl VirtualServer {
+    pub fn view<'a>(&'a self, principal: &'a Principal) -> View<'a> {
+        let mut rules = 0u64;
+        for (i, rule) in self.rules.iter().enumerate().take(64) {
+            if rule.applies_to(principal) {
+                rules |= 1 << i;
+            }
+        }
+        View {
+            server: self,
+            rules,
+            principal,
+        }
+    }
+}
+
+impl View<'_> {
+    pub fn server(&self) -> &VirtualServer {
+        self.server
+    }
+
+    pub fn principal(&self) -> &Principal {
+        self.principal
+    }
+
+    fn grants(&self) -> impl Iterator<Item = (&Grants, Source)> {
+        let base = std::iter::once((&self.server.base, Source::Base));
+        let rules = self.server.rules.iter().enumerate().filter_map(|(i, rule)| {
+            let applies = if i < 64 {
+                self.rules & (1 << i) != 0
+            } else {
+                rule.applies_to(self.principal)
+            };
+            applies.then_some((&rule.grants, Source::Rule(i + 1)))
+        });
+        base.chain(rules)
+    }
+
+    pub fn decide(&self, kind: ListKind, name: &str) -> Decision {
+        if name.chars().any(char::is_control) || name.trim() != name {
+            return Decision::Denied(Denial::MalformedName);
+        }
+        let k = kind.index();
+        let folded = name.to_ascii_lowercase();
+        for (grants, source) in self.grants() {
+            if let Some(pattern) = grants.deny[k].find(&folded) {
+                return Decision::Denied(Denial::DeniedBy {
+                    pattern: pattern.to_owned(),
+                    source,
+                });
+            }
+        }
+        let mut glob_only: Option<String> = None;
+        for (grants, source) in self.grants() {
+            if let Some(pattern) = grants.allow[k].find(name) {
+                if name.is_ascii() || pattern == name {
+                    return Decision::Allowed {
+                        pattern: pattern.to_owned(),
+                        source,
+                    };
+                }
+                glob_only.get_or_insert_with(|| pattern.to_owned());
+            }
+        }
+        Decision::Denied(match glob_only {
+            Some(pattern) => Denial::NeedsExactEntry { pattern },
+            None => Denial::NotAllowed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(tools: &[&str]) -> [Vec<String>; 4] {
+        [
+            tools.iter().map(|s| s.to_string()).collect(),
+            vec![],
+            vec![],
+            vec![],
+        ]
+    }
+
+    fn server() -> VirtualServer {
+        VirtualServer {
+            name: "ops".into(),
+            base: Grants::new(
+                kinds(&["status", "search_*", "*"]),
+                kinds(&["*_admin", "delete_*"]),
+            ),
+            rules: vec![
+                Rule {
+                    groups: ["sre".to_string()].into(),
+                    subjects: HashSet::new(),
+                    grants: Grants::new(kinds(&["restart_*"]), kinds(&[])),
+                },
+                Rule {
+                    groups: HashSet::new(),
+                    subjects: ["mallory".to_string()].into(),
+                    grants: Grants::new(kinds(&[]), kinds(&["search_*"])),
+                },
+            ],
+            denial: DenialStyle::Hidden,
+        }
+    }
+
+    fn principal(subject: &str, groups: &[&str]) -> Principal {
+        Principal {
+            subject: subject.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn deny_wins_and_decisions_name_their_pattern() {
+        let vs = server();
+        let anon = Principal::anonymous();
+        let view = vs.view(&anon);
+        assert_eq!(
+            view.decide(ListKind::Tool, "status"),
+            Decision::Allowed {
+                pattern: "status".into(),
+                source: Source::Base
+            }
+        );
+        assert_eq!(
+            view.decide(ListKind::Tool, "search_web"),
+            Decision::Allowed {
+                pattern: "search_*".into(),
+                source: Source::Base
+            }
+        );
+        assert_eq!(
+            view.decide(ListKind::Tool, "user_admin"),
+            Decision::Denied(Denial::DeniedBy {
+                pattern: "*_admin".into(),
+                source: Source::Base
+            })
+        );
+        assert!(
+            !view.decide(ListKind::Prompt, "status").is_allowed(),
+            "kinds are separate"
+        );
+    }
+
+    #[test]
+    fn rules_add_and_take_away_by_principal() {
+        let vs = server();
+        let sre = principal("alice", &["sre"]);
+        let decision = vs.view(&sre).decide(ListKind::Tool, "restart_db");
+        // `*` in the base already allows it; the first allow found wins.
+        assert!(decision.is_allowed());
+        let mallory = principal("mallory", &[]);
+        assert_eq!(
+            vs.view(&mallory).decide(ListKind::Tool, "search_web"),
+            Decision::Denied(Denial::DeniedBy {
+                pattern: "search_*".into(),
+                source: Source::Rule(2)
+            })
+        );
+    }
+
+    #[test]
+    fn no_allow_means_nothing() {
+        let vs = VirtualServer {
+            name: "x".into(),
+            base: Grants::default(),
+            rules: vec![],
+            denial: DenialStyle::Hidden,
+        };
+        let anon = Principal::anonymous();
+        assert_eq!(
+            vs.view(&anon).decide(ListKind::Tool, "anything"),
+            Decision::Denied(Denial::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn case_and_look_alikes_cannot_evade_deny() {
+        let vs = server();
+        let anon = Principal::anonymous();
+        let view = vs.view(&anon);
+        for name in ["Delete_All", "DELETE_ALL", "User_Admin"] {
+            assert!(!view.decide(ListKind::Tool, name).is_allowed(), "{name}");
+        }
+        assert_eq!(
+            view.decide(ListKind::Tool, "dеlete_all"),
+            Decision::Denied(Denial::NeedsExactEntry { pattern: "*".into() }),
+            "Cyrillic е rides on no glob"
+        );
+        for name in ["delete_all\u{0}", " status", "status\n", "status "] {
+            assert_eq!(
+                view.decide(ListKind::Tool, name),
+                Decision::Denied(Denial::MalformedName),
+                "{name:?}"
+            );
+        }
+        let exact = VirtualServer {
+            name: "x".into(),
+            base: Grants::new(kinds(&["ünïcode"]), kinds(&[])),
+            rules: vec![],
+            denial: DenialStyle::Hidden,
+        };
+        assert!(exact.view(&anon).decide(ListKind::Tool, "ünïcode").is_allowed());
+    }
+}

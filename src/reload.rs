@@ -1,0 +1,150 @@
+//! Hot reload of the policy file.
+//!
+//! The file's directory is watched, not the file: a Kubernetes ConfigMap
+//! update swaps the `..data` symlink, an editor renames a new file over the
+//! old one, and a plain write modifies it in place; all three are events in
+//! the directory. Events are debounced, then the file is read, validated and
+//! compiled exactly as `toolgate check` does, and only a policy that passed
+//! everything is published, atomically. SIGHUP forces the same path.
+//!
+//! A bad file changes nothing: the running policy keeps serving, the error
+//! is logged with its file, line and column, and counted in
+//! `toolgate_policy_reloads_total{result="error"}`. So is a file that
+//! changes a setting fixed at start-up (`listen`), which needs a restart.
+
+use crate::config::{self, ListenSettings};
+use crate::proxy::Gateway;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Quiet time after the last file event before reading the file.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new policy is running under this generation.
+    Reloaded { generation: u64 },
+    /// The file's content is the running policy's.
+    Unchanged,
+    /// The running policy stays; the message says why.
+    Refused(String),
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    /// The `listen` settings of the file the process started with.
+    listen: ListenSettings,
+    gateway: Arc<Gateway>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, listen: ListenSettings, gateway: Arc<Gateway>) -> Self {
+        Self {
+            path,
+            listen,
+            gateway,
+        }
+    }
+
+    /// Reads, validates and, if it passes and differs, publishes the file.
+    pub fn reload_now(&self) -> ReloadOutcome {
+        let outcome = self.attempt();
+        let metrics = &self.gateway.metrics;
+        match &outcome {
+            ReloadOutcome::Reloaded { generation } => {
+                let policy = self.gateway.policy.load();
+                metrics.reload("ok");
+                metrics.policy_running(&policy.meta);
+                tracing::info!(generation, sha256 = %policy.meta.sha256, file = %self.path.display(), "policy reloaded");
+            }
+            ReloadOutcome::Unchanged => {
+                metrics.reload("unchanged");
+                tracing::debug!(file = %self.path.display(), "policy file event, content unchanged");
+            }
+            ReloadOutcome::Refused(error) => {
+                metrics.reload("error");
+                tracing::error!(%error, "policy reload refused; the running policy stays");
+            }
+        }
+        outcome
+    }
+
+    fn attempt(&self) -> ReloadOutcome {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) => {
+                return ReloadOutcome::Refused(format!(
+                    "{}: cannot read policy file: {error}",
+                    self.path.display()
+                ));
+            }
+        };
+        if config::sha256_hex(text.as_bytes()) == self.gateway.policy.load().meta.sha256 {
+            return ReloadOutcome::Unchanged;
+        }
+        let loaded = match config::load_str(&text, &self.path) {
+            Ok(loaded) => loaded,
+            Err(error) => return ReloadOutcome::Refused(error.to_string()),
+        };
+        if loaded.listen != self.listen {
+            return ReloadOutcome::Refused(format!(
+                "{}: `listen` changed ({:?} -> {:?}); listen addresses and the drain period need a restart",
+                self.path.display(),
+                self.listen,
+                loaded.listen
+            ));
+        }
+        ReloadOutcome::Reloaded {
+            generation: self.gateway.policy.publish(loaded.policy),
+        }
+    }
+
+    /// Watches the policy file's directory and SIGHUP until `stop` changes.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let (events, mut changed) = mpsc::channel::<()>(1);
+        let _watcher = match watch_directory(&self.path, events) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::error!(%error, file = %self.path.display(), "cannot watch the policy file; reload on SIGHUP only");
+                None
+            }
+        };
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some(()) = changed.recv() => {
+                    // Debounce: wait for a quiet moment, then read once.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                }
+                Some(()) = recv_signal(&mut hangup) => tracing::info!("SIGHUP received: reloading the policy"),
+            }
+            self.reload_now();
+        }
+    }
+}
+
+async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn watch_directory(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let directory = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            // A full channel already holds a wake-up: nothing is lost.
+            let _ = events.try_send(());
+        }
+    })?;
+    watcher.watch(&directory, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}

@@ -53,9 +53,31 @@ pub async fn handle(
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
             response
         }
+        "/policy" => {
+            let policy = gateway.policy.load();
+            let mut servers: Vec<&str> = policy.virtual_servers.keys().map(String::as_str).collect();
+            servers.sort_unstable();
+            let loaded_at = policy
+                .meta
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let body = serde_json::json!({
+                "sha256": policy.meta.sha256,
+                "generation": policy.meta.generation,
+                "loaded_at_unix": loaded_at,
+                "virtual_servers": servers,
+            });
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /metrics\n",
+            "not found: try /healthz, /readyz, /metrics or /policy\n",
         ),
     };
     Ok(response)

@@ -354,13 +354,18 @@ pub async fn run(proxy_listen: SocketAddr, admin_listen: SocketAddr) -> Result<(
     println!(
         "toolgate demo\n\
          \x20 MCP endpoint:   http://{proxy}/mcp   (built-in MCP server at http://{upstream}/mcp)\n\
-         \x20 policy:         {policy}\n\
+         \x20 narrow view:    http://{proxy}/servers/readonly/mcp\n\
+         \x20 policy:         {policy}   (edit and save: reloaded within a second)\n\
          \x20 metrics:        http://{admin}/metrics\n\n\
          Try it:\n\
          \x20 curl -s http://{proxy}/mcp -H 'Content-Type: application/json' \\\n\
          \x20   -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2025-06-18' \\\n\
          \x20   -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}}'\n\n\
-         And watch toolgate refuse a forged Origin (403):\n\
+         The admin tool is hidden from the list, and calling it is refused:\n\
+         \x20 curl -s http://{proxy}/mcp -H 'Content-Type: application/json' \\\n\
+         \x20   -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2025-06-18' \\\n\
+         \x20   -d '{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{{\"name\":\"delete_database\"}}}}'\n\n\
+         And a forged Origin is refused (403):\n\
          \x20 curl -si http://{proxy}/mcp -H 'Origin: http://localhost.evil.com' -H 'Content-Type: application/json' \\\n\
          \x20   -H 'Accept: application/json, text/event-stream' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}}'\n\n\
          Ctrl-C stops it.",

@@ -37,14 +37,30 @@ pub struct Reloader {
     /// The `listen` settings of the file the process started with.
     listen: ListenSettings,
     gateway: Arc<Gateway>,
+    /// Wake-ups from the directory watcher.
+    changed: mpsc::Receiver<()>,
+    /// Kept alive for as long as the reloader; `None` if watching failed.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Reloader {
+    /// Starts watching at once, so that no change made after the policy was
+    /// loaded can be missed.
     pub fn new(path: PathBuf, listen: ListenSettings, gateway: Arc<Gateway>) -> Self {
+        let (events, changed) = mpsc::channel::<()>(1);
+        let watcher = match watch_directory(&path, events) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::error!(%error, file = %path.display(), "cannot watch the policy file; reload on SIGHUP only");
+                None
+            }
+        };
         Self {
             path,
             listen,
             gateway,
+            changed,
+            _watcher: watcher,
         }
     }
 
@@ -102,22 +118,21 @@ impl Reloader {
     }
 
     /// Watches the policy file's directory and SIGHUP until `stop` changes.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let (events, mut changed) = mpsc::channel::<()>(1);
-        let _watcher = match watch_directory(&self.path, events) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::error!(%error, file = %self.path.display(), "cannot watch the policy file; reload on SIGHUP only");
-                None
-            }
-        };
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // The file may have changed between loading it and watching it.
+        let on_disk = std::fs::read(&self.path)
+            .map(|bytes| config::sha256_hex(&bytes))
+            .unwrap_or_default();
+        if on_disk != self.gateway.policy.load().meta.sha256 {
+            self.reload_now();
+        }
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
-                Some(()) = changed.recv() => {
+                Some(()) = self.changed.recv() => {
                     // Debounce: wait for a quiet moment, then read once.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, self.changed.recv()).await {}
                 }
                 Some(()) = recv_signal(&mut hangup) => tracing::info!("SIGHUP received: reloading the policy"),
             }

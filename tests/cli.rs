@@ -164,3 +164,41 @@ async fn demo_serves_its_sample_server_behind_toolgate() -> TestResult {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+#[test]
+fn explain_names_the_deciding_pattern_and_rule() {
+    let dir = scratch_dir();
+    let path = dir.join("policy.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\nvirtual_servers:\n  ops:\n    tools: { allow: [status], deny: ['*_admin'] }\n    rules:\n      - when: { groups: [sre] }\n        tools: { allow: ['restart_*'] }\n",
+    )
+    .expect("write");
+    let file = path.to_string_lossy().into_owned();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["explain", "--config", &file, "--server", "ops"];
+        args.extend_from_slice(extra);
+        let out = toolgate(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["--tool", "restart_db", "--group", "sre"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "tool `restart_db` on virtual server `ops` for `anonymous` (groups: sre): allowed by `restart_*` (rule 1 allow)"
+    );
+    let (code, out, _) = run(&["--tool", "restart_db"]);
+    assert_eq!(code, Some(1));
+    assert!(out.ends_with("denied: no allow pattern matches"), "{out}");
+    let (code, out, _) = run(&["--tool", "User_Admin", "--subject", "alice", "--group", "sre"]);
+    assert_eq!(code, Some(1));
+    assert!(out.ends_with("denied by `*_admin` (base deny)"), "{out}");
+    let (code, _, err) = run(&["--prompt", "x", "--server", "nope"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, _) = run(&[]);
+    assert_eq!(code, Some(2), "a target is required");
+}

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use common::*;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 #[tokio::test]
@@ -148,68 +147,6 @@ async fn the_drain_period_bounds_shutdown() -> TestResult {
         "the client's stream is closed once the drain period is over"
     );
     Ok(())
-}
-
-/// The binary, started with a policy; stderr lines are forwarded to a channel.
-struct Process {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Process {
-    fn start(policy_file: &std::path::Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(policy_file)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self { child, lines })
-    }
-
-    /// The next JSON log line with `message` == `wanted`.
-    fn wait_for(&self, wanted: &str) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .map_err(|_| format!("no `{wanted}` log line"))?;
-            let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
-            if value["message"] == wanted {
-                return Ok(value);
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err("kill failed".into())
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

@@ -7,43 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http::StatusCode;
-use serde_json::{Value, json};
-use std::net::SocketAddr;
-
-/// An upstream that answers every request with what it received, so tests
-/// can see exactly what toolgate forwarded.
-async fn start_echo_upstream() -> SocketAddr {
-    serve_http(|request: http::Request<hyper::body::Incoming>| async move {
-        use http_body_util::BodyExt;
-        let (parts, body) = request.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let mut headers = serde_json::Map::new();
-        for name in parts.headers.keys() {
-            let values: Vec<&str> = parts
-                .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            headers.insert(name.as_str().to_owned(), json!(values.join(", ")));
-        }
-        let seen = json!({
-            "jsonrpc": "2.0", "id": 1,
-            "result": {
-                "method": parts.method.as_str(),
-                "uri": parts.uri.to_string(),
-                "headers": headers,
-                "body": String::from_utf8_lossy(&body),
-            }
-        });
-        let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(seen.to_string())));
-        response
-            .headers_mut()
-            .insert("content-type", http::HeaderValue::from_static("application/json"));
-        response
-    })
-    .await
-}
+use serde_json::Value;
 
 async fn echo_gate(transport: &str) -> Gate {
     let upstream = start_echo_upstream().await;

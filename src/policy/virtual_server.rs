@@ -159,6 +159,9 @@ pub enum Denial {
     NeedsExactEntry { pattern: String },
     /// Control characters or surrounding white space.
     MalformedName,
+    /// A resource URI with dot segments or encoded separators, which an
+    /// upstream might resolve to somewhere its pattern does not cover.
+    AmbiguousUri,
 }
 
 impl Decision {
@@ -182,8 +185,31 @@ impl fmt::Display for Decision {
             Decision::Denied(Denial::MalformedName) => {
                 f.write_str("denied: the name has control characters or surrounding white space")
             }
+            Decision::Denied(Denial::AmbiguousUri) => f.write_str(
+                "denied: the URI has `.`/`..` segments, a backslash or an encoded `.`, `/` or `\\`",
+            ),
         }
     }
+}
+
+/// Whether a resource URI could name something other than what its text
+/// matches: `file:///public/../private/key` matches `file:///public/**`
+/// but an upstream that resolves dot segments (RFC 3986 §5.2.4) reads
+/// `/private/key`. Encoded dots and separators hide the same trick.
+fn ambiguous_uri(uri: &str) -> bool {
+    let lower = uri.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "\\"]
+        .iter()
+        .any(|needle| lower.contains(needle))
+    {
+        return true;
+    }
+    let path = match uri.split_once("://") {
+        Some((_, rest)) => rest,
+        None => uri.split_once(':').map(|(_, rest)| rest).unwrap_or(uri),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.split('/').any(|segment| segment == "." || segment == "..")
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +271,9 @@ impl View<'_> {
     pub fn decide(&self, kind: ListKind, name: &str) -> Decision {
         if name.chars().any(char::is_control) || name.trim() != name {
             return Decision::Denied(Denial::MalformedName);
+        }
+        if kind == ListKind::Resource && ambiguous_uri(name) {
+            return Decision::Denied(Denial::AmbiguousUri);
         }
         let k = kind.index();
         let folded = name.to_ascii_lowercase();
@@ -400,6 +429,40 @@ mod tests {
                 view.decide(ListKind::Tool, name),
                 Decision::Denied(Denial::MalformedName),
                 "{name:?}"
+            );
+        }
+        let files = VirtualServer {
+            name: "f".into(),
+            base: Grants::new(
+                [vec![], vec![], vec!["file:///public/**".to_string()], vec![]],
+                Default::default(),
+            ),
+            rules: vec![],
+            denial: DenialStyle::Hidden,
+        };
+        let files = files.view(&anon);
+        assert!(
+            files
+                .decide(ListKind::Resource, "file:///public/a/b.md")
+                .is_allowed()
+        );
+        assert!(
+            files
+                .decide(ListKind::Resource, "file:///public/a..b.md")
+                .is_allowed()
+        );
+        for uri in [
+            "file:///public/../private/key",
+            "file:///public/./x",
+            "file:///public/..",
+            "file:///public/%2e%2e/private/key",
+            "file:///public/..%2fprivate",
+            "file:///public/a\\..\\..\\private",
+        ] {
+            assert_eq!(
+                files.decide(ListKind::Resource, uri),
+                Decision::Denied(Denial::AmbiguousUri),
+                "{uri}"
             );
         }
         let exact = VirtualServer {

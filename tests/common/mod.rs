@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type TestResult = Result<(), BoxError>;
 
 /// The MCP server the tests put behind toolgate: tools (one of which
 /// reports progress), prompts, resources and a resource template.
@@ -161,15 +161,27 @@ impl ServerHandler for SampleServer {
     }
 }
 
-/// Starts the SDK's Streamable HTTP server at `http://ADDR/mcp`. With
-/// `json_response` it is stateless and answers simple requests with JSON;
-/// without, it keeps sessions and answers with SSE streams.
+/// Starts the SDK's Streamable HTTP server at `http://ADDR/mcp` with the
+/// sample server. With `json_response` it is stateless and answers simple
+/// requests with JSON; without, it keeps sessions and answers with SSE.
 pub async fn start_sdk_upstream(json_response: bool) -> SocketAddr {
+    start_rmcp_upstream(SampleServer, json_response).await
+}
+
+/// Starts the catalog server (see [`start_sdk_upstream`] for `json_response`).
+pub async fn start_catalog_upstream(json_response: bool) -> SocketAddr {
+    start_rmcp_upstream(CatalogServer, json_response).await
+}
+
+async fn start_rmcp_upstream<H: ServerHandler + Clone + Send + Sync + 'static>(
+    handler: H,
+    json_response: bool,
+) -> SocketAddr {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(!json_response)
         .with_json_response(json_response);
-    let service: StreamableHttpService<SampleServer, LocalSessionManager> =
-        StreamableHttpService::new(|| Ok(SampleServer), Default::default(), config);
+    let service: StreamableHttpService<H, LocalSessionManager> =
+        StreamableHttpService::new(move || Ok(handler.clone()), Default::default(), config);
     serve_http(move |request: Request<hyper::body::Incoming>| {
         let service = service.clone();
         async move {
@@ -194,7 +206,7 @@ where
     F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = http::Response<B>> + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -299,6 +311,12 @@ pub async fn start_gate(policy_text: &str) -> Gate {
     let dir = scratch_dir();
     let policy_file = dir.join("policy.yaml");
     std::fs::write(&policy_file, policy_text).expect("write the policy");
+    start_gate_with_file(&policy_file).await
+}
+
+/// Starts toolgate with the policy file at `policy_file`.
+pub async fn start_gate_with_file(policy_file: &std::path::Path) -> Gate {
+    let policy_file = policy_file.to_path_buf();
     let config = toolgate::Config {
         policy_file: policy_file.clone(),
         proxy_listen: Some("127.0.0.1:0".parse().expect("address")),
@@ -497,5 +515,266 @@ impl futures_core::Stream for ChannelStream {
         self.0
             .poll_recv(cx)
             .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// The catalog server's tools, served 8 to a page.
+pub const CATALOG_TOOLS: &[&str] = &[
+    "search_docs",
+    "search_web",
+    "read_file",
+    "write_file",
+    "delete_file",
+    "restart_db",
+    "restart_cache",
+    "status",
+    "get_metrics",
+    "user_admin",
+    "billing_admin",
+    "list_users",
+    "create_user",
+    "echo",
+    "translate",
+    "summarize_text",
+    "Delete_Everything",
+    "export_secrets",
+    "ping_host",
+    "scale_service",
+];
+pub const CATALOG_PROMPTS: &[&str] = &["summarize", "review_code", "admin_prompt", "translate", "greet"];
+pub const CATALOG_RESOURCES: &[&str] = &[
+    "file:///public/readme.md",
+    "file:///public/docs/guide.md",
+    "file:///private/keys.pem",
+    "file:///private/db.env",
+    "mem://cache/stats",
+    "file:///public/docs/api/v1.md",
+];
+pub const CATALOG_TEMPLATES: &[&str] = &[
+    "file:///public/{path}",
+    "file:///private/{path}",
+    "mem://cache/{key}",
+];
+const PAGE: usize = 8;
+
+/// An upstream with many tools (paginated), prompts, resources and
+/// templates; every call says what was called, so tests can tell.
+#[derive(Clone, Default)]
+pub struct CatalogServer;
+
+fn page<T: Clone>(items: &[T], request: Option<&PaginatedRequestParams>) -> (Vec<T>, Option<String>) {
+    let start: usize = request
+        .and_then(|r| r.cursor.as_deref())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let end = (start + PAGE).min(items.len());
+    let next = (end < items.len()).then(|| end.to_string());
+    (items.get(start..end).map(<[T]>::to_vec).unwrap_or_default(), next)
+}
+
+impl ServerHandler for CatalogServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools: Vec<Tool> = CATALOG_TOOLS
+            .iter()
+            .map(|name| Tool::new(*name, format!("The {name} tool"), object_schema()))
+            .collect();
+        let (items, next) = page(&tools, request.as_ref());
+        let mut result = ListToolsResult::with_all_items(items);
+        result.next_cursor = next;
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if !CATALOG_TOOLS.contains(&request.name.as_ref()) {
+            return Err(ErrorData::invalid_params(
+                format!("Unknown tool: {}", request.name),
+                None,
+            ));
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {}", request.name))]).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(
+            CATALOG_PROMPTS
+                .iter()
+                .map(|name| Prompt::new(*name, Some("a prompt"), None))
+                .collect(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if !CATALOG_PROMPTS.contains(&request.name.as_str()) {
+            return Err(ErrorData::invalid_params(
+                format!("Unknown prompt: {}", request.name),
+                None,
+            ));
+        }
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            format!("prompt {}", request.name),
+        )])
+        .into())
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(
+            CATALOG_RESOURCES
+                .iter()
+                .map(|uri| Resource::new(*uri, "r"))
+                .collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            CATALOG_TEMPLATES
+                .iter()
+                .map(|t| ResourceTemplate::new(*t, "t"))
+                .collect(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(
+            format!("read {}", request.uri),
+            request.uri,
+        )])
+        .into())
+    }
+}
+
+/// An upstream that answers every request with what it received, so tests
+/// can see exactly what toolgate forwarded.
+pub async fn start_echo_upstream() -> SocketAddr {
+    serve_http(|request: http::Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let mut headers = serde_json::Map::new();
+        for name in parts.headers.keys() {
+            let values: Vec<&str> = parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            headers.insert(name.as_str().to_owned(), serde_json::json!(values.join(", ")));
+        }
+        let seen = serde_json::json!({
+            "jsonrpc": "2.0", "id": 1,
+            "result": {
+                "method": parts.method.as_str(),
+                "uri": parts.uri.to_string(),
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            }
+        });
+        let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(seen.to_string())));
+        response
+            .headers_mut()
+            .insert("content-type", http::HeaderValue::from_static("application/json"));
+        response
+    })
+    .await
+}
+
+/// The binary, started with a policy; stderr lines are forwarded to a channel.
+pub struct Process {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    pub fn start(policy_file: &std::path::Path) -> Result<Self, BoxError> {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(policy_file)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// The next JSON log line with `message` == `wanted`.
+    pub fn wait_for(&self, wanted: &str) -> Result<serde_json::Value, BoxError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| format!("no `{wanted}` log line"))?;
+            let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+            if value["message"] == wanted {
+                return Ok(value);
+            }
+        }
+    }
+
+    pub fn signal(&self, name: &str) -> Result<(), BoxError> {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err("kill failed".into())
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -48,21 +48,15 @@ pub async fn handle(
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
             let mut response = Response::new(Full::new(Bytes::from(gateway.metrics.encode())));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
             response
         }
         "/policy" => {
             let policy = gateway.policy.load();
             let mut servers: Vec<&str> = policy.virtual_servers.keys().map(String::as_str).collect();
             servers.sort_unstable();
-            let loaded_at = policy
-                .meta
-                .loaded_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let loaded_at =
+                policy.meta.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let body = serde_json::json!({
                 "sha256": policy.meta.sha256,
                 "generation": policy.meta.generation,
@@ -70,15 +64,10 @@ pub async fn handle(
                 "virtual_servers": servers,
             });
             let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /metrics or /policy\n",
-        ),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /metrics or /policy\n"),
     };
     Ok(response)
 }
@@ -86,9 +75,8 @@ pub async fn handle(
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }

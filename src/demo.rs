@@ -87,11 +87,7 @@ async fn handle(
     sessions: Arc<Sessions>,
     request: Request<Incoming>,
 ) -> Result<Response<DemoBody>, Infallible> {
-    let session = request
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let session = request.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(id) = &session
         && !sessions.exists(id)
     {
@@ -101,14 +97,7 @@ async fn handle(
         Method::POST => {}
         Method::DELETE => {
             let closed = session.as_deref().is_some_and(|id| sessions.close(id));
-            return Ok(plain(
-                if closed {
-                    StatusCode::OK
-                } else {
-                    StatusCode::NOT_FOUND
-                },
-                "",
-            ));
+            return Ok(plain(if closed { StatusCode::OK } else { StatusCode::NOT_FOUND }, ""));
         }
         // No server-initiated stream: MCP lets a server answer GET with 405.
         _ => return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "")),
@@ -117,17 +106,10 @@ async fn handle(
         return Ok(plain(StatusCode::BAD_REQUEST, "unreadable body"));
     };
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(json_response(
-            StatusCode::BAD_REQUEST,
-            error(Value::Null, -32700, "Parse error"),
-            None,
-        ));
+        return Ok(json_response(StatusCode::BAD_REQUEST, error(Value::Null, -32700, "Parse error"), None));
     };
     if let Value::Array(batch) = &message {
-        let answers: Vec<Value> = batch
-            .iter()
-            .filter_map(|m| answer(m, &sessions).map(|(v, _)| v))
-            .collect();
+        let answers: Vec<Value> = batch.iter().filter_map(|m| answer(m, &sessions).map(|(v, _)| v)).collect();
         return Ok(if answers.is_empty() {
             plain(StatusCode::ACCEPTED, "")
         } else {
@@ -155,10 +137,7 @@ fn answer(message: &Value, sessions: &Sessions) -> Option<(Value, Option<String>
     let name = params.get("name").and_then(Value::as_str).unwrap_or("");
     let result = match method {
         "initialize" => {
-            let asked = params
-                .get("protocolVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(LATEST);
+            let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or(LATEST);
             let version = if SUPPORTED.contains(&asked) { asked } else { LATEST };
             let result = json!({
                 "protocolVersion": version,
@@ -166,10 +145,7 @@ fn answer(message: &Value, sessions: &Sessions) -> Option<(Value, Option<String>
                 "serverInfo": { "name": "toolgate-demo", "version": env!("CARGO_PKG_VERSION") },
                 "instructions": "A demo MCP server behind toolgate."
             });
-            return Some((
-                json!({"jsonrpc": "2.0", "id": id, "result": result}),
-                Some(sessions.create()),
-            ));
+            return Some((json!({"jsonrpc": "2.0", "id": id, "result": result}), Some(sessions.create())));
         }
         "ping" => json!({}),
         "tools/list" => json!({ "tools": tools() }),
@@ -222,13 +198,7 @@ fn tools() -> Value {
 }
 
 fn call_tool(name: &str, arguments: &Value) -> Option<String> {
-    let text = |key: &str| {
-        arguments
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
+    let text = |key: &str| arguments.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     Some(match name {
         "echo" => text("text"),
         "add" => {
@@ -246,11 +216,7 @@ fn call_tool(name: &str, arguments: &Value) -> Option<String> {
 /// step, 100 ms apart, then the result.
 fn countdown(message: Value) -> Response<DemoBody> {
     let id = message.get("id").cloned().unwrap_or(Value::Null);
-    let from = message
-        .pointer("/params/arguments/from")
-        .and_then(Value::as_u64)
-        .unwrap_or(3)
-        .min(20);
+    let from = message.pointer("/params/arguments/from").and_then(Value::as_u64).unwrap_or(3).min(20);
     let token = message.pointer("/params/_meta/progressToken").cloned();
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
@@ -269,13 +235,8 @@ fn countdown(message: Value) -> Response<DemoBody> {
         let _ = sender.send(sse_event(&done)).await;
     });
     let mut response = Response::new(ChannelBody(receiver).boxed_unsync());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -290,9 +251,7 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }
 
@@ -307,9 +266,7 @@ fn error(id: Value, code: i64, message: &str) -> Value {
 fn json_response(status: StatusCode, value: Value, session: Option<String>) -> Response<DemoBody> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed_unsync());
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(id) = session.and_then(|s| HeaderValue::from_str(&s).ok()) {
         response.headers_mut().insert("mcp-session-id", id);
     }
@@ -334,9 +291,8 @@ pub fn write_sample_policy(dir: &Path, upstream: SocketAddr) -> std::io::Result<
 /// Runs the whole demo: the built-in server, toolgate in front of it with
 /// the sample policy, and a banner telling the user what to try.
 pub async fn run(proxy_listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), DemoError> {
-    let upstream = start_upstream(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .map_err(DemoError::Upstream)?;
+    let upstream =
+        start_upstream(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(DemoError::Upstream)?;
     let dir = std::env::temp_dir().join(format!("toolgate-demo-{}", std::process::id()));
     let policy_file = write_sample_policy(&dir, upstream).map_err(DemoError::Policy)?;
     let config = Config {
@@ -347,9 +303,7 @@ pub async fn run(proxy_listen: SocketAddr, admin_listen: SocketAddr) -> Result<(
     let signals = crate::server::shutdown_signals()?;
     let server = Server::bind(&config).await?;
     let (Some(proxy), Some(admin)) = (server.proxy_addr(), server.admin_addr()) else {
-        return Err(DemoError::Upstream(std::io::Error::other(
-            "listener has no address",
-        )));
+        return Err(DemoError::Upstream(std::io::Error::other("listener has no address")));
     };
     println!(
         "toolgate demo\n\

@@ -13,6 +13,7 @@
 //!   virtual servers, allowlists, decisions.
 //! - [`reload`]: watching the policy file, SIGHUP, atomic swap.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on their own listener.
+//! - [`identity`]: who is calling: JWTs, API keys, trusted proxy headers.
 //! - [`telemetry`]: logging set-up and the metrics registry.
 //! - [`demo`]: the built-in MCP server behind `toolgate demo`.
 
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod identity;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;

@@ -6,15 +6,12 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use toolgate::identity::CredentialKind;
 use toolgate::policy::{ListKind, Principal};
 use toolgate::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(
-    name = "toolgate",
-    version,
-    about = "A strict, transparent proxy in front of MCP servers"
-)]
+#[command(name = "toolgate", version, about = "A strict, transparent proxy in front of MCP servers")]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
@@ -60,6 +57,11 @@ enum Command {
         /// The principal's subject.
         #[arg(long, default_value = "anonymous")]
         subject: String,
+        /// How the principal authenticated: anonymous, api_key, jwt,
+        /// signature or trusted_header (default: anonymous for the subject
+        /// `anonymous`, else jwt).
+        #[arg(long)]
+        credential: Option<String>,
     },
     /// Start a built-in MCP server behind toolgate with a sample policy.
     Demo {
@@ -98,41 +100,23 @@ fn explain(config: &std::path::Path, server: &str, target: ExplainTarget, princi
     let Some(virtual_server) = loaded.policy.virtual_server(server) else {
         let mut names: Vec<&String> = loaded.policy.virtual_servers.keys().collect();
         names.sort();
-        eprintln!(
-            "no virtual server `{server}` in {}; it defines: {names:?}",
-            config.display()
-        );
+        eprintln!("no virtual server `{server}` in {}; it defines: {names:?}", config.display());
         return ExitCode::from(2);
     };
     let (kind, name) = match target {
         ExplainTarget { tool: Some(name), .. } => (ListKind::Tool, name),
-        ExplainTarget {
-            prompt: Some(name), ..
-        } => (ListKind::Prompt, name),
-        ExplainTarget {
-            resource: Some(name), ..
-        } => (ListKind::Resource, name),
-        ExplainTarget {
-            resource_template: Some(name),
-            ..
-        } => (ListKind::ResourceTemplate, name),
+        ExplainTarget { prompt: Some(name), .. } => (ListKind::Prompt, name),
+        ExplainTarget { resource: Some(name), .. } => (ListKind::Resource, name),
+        ExplainTarget { resource_template: Some(name), .. } => (ListKind::ResourceTemplate, name),
         _ => return ExitCode::from(2),
     };
     let decision = virtual_server.view(&principal).decide(kind, &name);
-    let groups = if principal.groups.is_empty() {
-        "none".to_owned()
-    } else {
-        principal.groups.join(", ")
-    };
+    let groups = if principal.groups.is_empty() { "none".to_owned() } else { principal.groups.join(", ") };
     println!(
         "{kind} `{name}` on virtual server `{server}` for `{}` (groups: {groups}): {decision}",
         principal.subject
     );
-    if decision.is_allowed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    if decision.is_allowed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 fn main() -> ExitCode {
@@ -148,31 +132,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Explain {
-            config,
-            server,
-            target,
-            groups,
-            subject,
-        } => explain(&config, &server, target, Principal { subject, groups }),
-        Command::Run {
-            config,
-            listen,
-            admin_listen,
-        } => {
-            telemetry::init_logging(cli.log_format);
-            let config = toolgate::Config {
-                policy_file: config,
-                proxy_listen: listen,
-                admin_listen,
+        Command::Explain { config, server, target, groups, subject, credential } => {
+            let kind = match credential.as_deref() {
+                Some(name) => match CredentialKind::parse(name) {
+                    Some(kind) => kind,
+                    None => {
+                        eprintln!("unknown credential kind `{name}`");
+                        return ExitCode::from(2);
+                    }
+                },
+                None if subject == "anonymous" => CredentialKind::Anonymous,
+                None => CredentialKind::Jwt,
             };
+            explain(&config, &server, target, Principal::with_groups(kind, &subject, &groups))
+        }
+        Command::Run { config, listen, admin_listen } => {
+            telemetry::init_logging(cli.log_format);
+            let config = toolgate::Config { policy_file: config, proxy_listen: listen, admin_listen };
             report(runtime().and_then(|rt| rt.block_on(toolgate::serve(config)).map_err(anyhow::Error::from)))
         }
         Command::Demo { listen, admin_listen } => {
             telemetry::init_logging(cli.log_format);
             report(runtime().and_then(|rt| {
-                rt.block_on(toolgate::demo::run(listen, admin_listen))
-                    .map_err(anyhow::Error::from)
+                rt.block_on(toolgate::demo::run(listen, admin_listen)).map_err(anyhow::Error::from)
             }))
         }
     }

@@ -14,7 +14,7 @@
 
 use crate::config::{self, ListenSettings};
 use crate::proxy::Gateway;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -40,7 +40,9 @@ pub struct Reloader {
     /// Wake-ups from the directory watcher.
     changed: mpsc::Receiver<()>,
     /// Kept alive for as long as the reloader; `None` if watching failed.
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Directories watched: the policy file's and those of the files it names.
+    watched: Vec<PathBuf>,
 }
 
 impl Reloader {
@@ -48,25 +50,52 @@ impl Reloader {
     /// loaded can be missed.
     pub fn new(path: PathBuf, listen: ListenSettings, gateway: Arc<Gateway>) -> Self {
         let (events, changed) = mpsc::channel::<()>(1);
-        let watcher = match watch_directory(&path, events) {
+        let watcher = match watcher(events) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::error!(%error, file = %path.display(), "cannot watch the policy file; reload on SIGHUP only");
                 None
             }
         };
-        Self {
-            path,
-            listen,
-            gateway,
-            changed,
-            _watcher: watcher,
+        let mut reloader = Self { path, listen, gateway, changed, watcher, watched: Vec::new() };
+        reloader.watch_inputs();
+        reloader
+    }
+
+    /// Watches the directory of the policy file and of every file it names.
+    fn watch_inputs(&mut self) {
+        use notify::Watcher;
+        let Some(watcher) = self.watcher.as_mut() else { return };
+        let policy = self.gateway.policy.load();
+        let files = std::iter::once(&self.path).chain(policy.meta.referenced_files.iter());
+        for file in files {
+            let directory = match file.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if self.watched.contains(&directory) {
+                continue;
+            }
+            match watcher.watch(&directory, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => self.watched.push(directory),
+                Err(error) => {
+                    tracing::error!(%error, directory = %directory.display(), "cannot watch directory")
+                }
+            }
         }
     }
 
     /// Reads, validates and, if it passes and differs, publishes the file.
-    pub fn reload_now(&self) -> ReloadOutcome {
+    pub fn reload_now(&mut self) -> ReloadOutcome {
         let outcome = self.attempt();
+        self.report(&outcome);
+        outcome
+    }
+
+    fn report(&mut self, outcome: &ReloadOutcome) {
+        if matches!(outcome, ReloadOutcome::Reloaded { .. }) {
+            self.watch_inputs();
+        }
         let metrics = &self.gateway.metrics;
         match &outcome {
             ReloadOutcome::Reloaded { generation } => {
@@ -84,7 +113,6 @@ impl Reloader {
                 tracing::error!(%error, "policy reload refused; the running policy stays");
             }
         }
-        outcome
     }
 
     fn attempt(&self) -> ReloadOutcome {
@@ -97,13 +125,14 @@ impl Reloader {
                 ));
             }
         };
-        if config::sha256_hex(text.as_bytes()) == self.gateway.policy.load().meta.sha256 {
-            return ReloadOutcome::Unchanged;
-        }
         let loaded = match config::load_str(&text, &self.path) {
             Ok(loaded) => loaded,
             Err(error) => return ReloadOutcome::Refused(error.to_string()),
         };
+        // Unchanged only if the policy and every file it names are.
+        if loaded.policy.meta.inputs_sha256 == self.gateway.policy.load().meta.inputs_sha256 {
+            return ReloadOutcome::Unchanged;
+        }
         if loaded.listen != self.listen {
             return ReloadOutcome::Refused(format!(
                 "{}: `listen` changed ({:?} -> {:?}); listen addresses and the drain period need a restart",
@@ -112,19 +141,15 @@ impl Reloader {
                 loaded.listen
             ));
         }
-        ReloadOutcome::Reloaded {
-            generation: self.gateway.policy.publish(loaded.policy),
-        }
+        ReloadOutcome::Reloaded { generation: self.gateway.policy.publish(loaded.policy) }
     }
 
     /// Watches the policy file's directory and SIGHUP until `stop` changes.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        // The file may have changed between loading it and watching it.
-        let on_disk = std::fs::read(&self.path)
-            .map(|bytes| config::sha256_hex(&bytes))
-            .unwrap_or_default();
-        if on_disk != self.gateway.policy.load().meta.sha256 {
-            self.reload_now();
+        // The files may have changed between loading and watching them.
+        let outcome = self.attempt();
+        if outcome != ReloadOutcome::Unchanged {
+            self.report(&outcome);
         }
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
@@ -148,18 +173,11 @@ async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option
     }
 }
 
-fn watch_directory(path: &Path, events: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let directory = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+fn watcher(events: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
             // A full channel already holds a wake-up: nothing is lost.
             let _ = events.try_send(());
         }
-    })?;
-    watcher.watch(&directory, notify::RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    })
 }

@@ -29,11 +29,7 @@ pub struct Config {
 
 impl Config {
     pub fn new(policy_file: impl Into<PathBuf>) -> Self {
-        Self {
-            policy_file: policy_file.into(),
-            proxy_listen: None,
-            admin_listen: None,
-        }
+        Self { policy_file: policy_file.into(), proxy_listen: None, admin_listen: None }
     }
 }
 
@@ -80,14 +76,7 @@ impl Server {
         });
         gateway.metrics.policy_running(&gateway.policy.load().meta);
         let reloader = Reloader::new(config.policy_file.clone(), listen.clone(), gateway.clone());
-        Ok(Self {
-            proxy,
-            admin,
-            gateway,
-            readiness: Arc::default(),
-            reloader,
-            drain: listen.drain,
-        })
+        Ok(Self { proxy, admin, gateway, readiness: Arc::default(), reloader, drain: listen.drain })
     }
 
     pub fn proxy_addr(&self) -> Option<SocketAddr> {
@@ -101,22 +90,12 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting, reports not
     /// ready, and lets in-flight requests finish for up to the drain period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let Self {
-            proxy,
-            admin,
-            gateway,
-            readiness,
-            reloader,
-            drain,
-        } = self;
+        let Self { proxy, admin, gateway, readiness, reloader, drain } = self;
         if let (Ok(p), Ok(a)) = (proxy.local_addr(), admin.local_addr()) {
             tracing::info!(proxy = %p, admin = %a, "toolgate listening");
         }
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         let graceful = GracefulShutdown::new();
         let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
         let reload_task = tokio::spawn(reloader.run(admin_stopped.clone()));
@@ -185,9 +164,7 @@ impl Server {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
 }
 
 async fn serve_admin(

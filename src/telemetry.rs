@@ -67,10 +67,7 @@ pub struct Metrics {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ]
-    .into_iter()
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter()
 }
 
 impl Default for Metrics {
@@ -95,11 +92,7 @@ impl Metrics {
             request_duration.clone(),
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
-        registry.register(
-            "refusals",
-            "Requests refused by toolgate, by rule",
-            refusals.clone(),
-        );
+        registry.register("refusals", "Requests refused by toolgate, by rule", refusals.clone());
         let upstream_duration =
             Family::<UpstreamLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
         registry.register(
@@ -138,11 +131,7 @@ impl Metrics {
             loaded_at.clone(),
         );
         let policy_info = Family::<PolicyInfoLabels, Gauge>::default();
-        registry.register(
-            "policy_info",
-            "The running policy's SHA-256 (value 1)",
-            policy_info.clone(),
-        );
+        registry.register("policy_info", "The running policy's SHA-256 (value 1)", policy_info.clone());
         Self {
             registry,
             requests,
@@ -161,12 +150,8 @@ impl Metrics {
 
     pub fn decision(&self, server: &str, kind: ListKind, action: &'static str, allowed: bool) {
         let outcome = if allowed { "allowed" } else { "denied" };
-        let labels = DecisionLabels {
-            virtual_server: server.to_owned(),
-            kind: kind.as_str(),
-            action,
-            outcome,
-        };
+        let labels =
+            DecisionLabels { virtual_server: server.to_owned(), kind: kind.as_str(), action, outcome };
         self.decisions.get_or_create(&labels).inc();
     }
 
@@ -195,24 +180,13 @@ impl Metrics {
 
     /// Records which policy is running.
     pub fn policy_running(&self, meta: &PolicyMeta) {
-        self.generation
-            .set(i64::try_from(meta.generation).unwrap_or(i64::MAX));
-        let loaded = meta
-            .loaded_at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        self.generation.set(i64::try_from(meta.generation).unwrap_or(i64::MAX));
+        let loaded = meta.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.loaded_at.set(i64::try_from(loaded).unwrap_or(i64::MAX));
         let mut running = self.running_sha256.lock().unwrap_or_else(|e| e.into_inner());
         if *running != meta.sha256 {
-            self.policy_info.remove(&PolicyInfoLabels {
-                sha256: running.clone(),
-            });
-            self.policy_info
-                .get_or_create(&PolicyInfoLabels {
-                    sha256: meta.sha256.clone(),
-                })
-                .set(1);
+            self.policy_info.remove(&PolicyInfoLabels { sha256: running.clone() });
+            self.policy_info.get_or_create(&PolicyInfoLabels { sha256: meta.sha256.clone() }).set(1);
             running.clone_from(&meta.sha256);
         }
     }
@@ -225,13 +199,7 @@ impl Metrics {
             Method::OPTIONS => "OPTIONS",
             _ => "other",
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                http_method,
-                rpc_method,
-                status,
-            })
-            .inc();
+        self.requests.get_or_create(&RequestLabels { http_method, rpc_method, status }).inc();
         self.request_duration.observe(elapsed.as_secs_f64());
     }
 
@@ -247,9 +215,7 @@ impl Metrics {
             Some(s) if s >= 400 => "4xx",
             Some(_) => "ok",
         };
-        self.upstream_duration
-            .get_or_create(&UpstreamLabels { outcome })
-            .observe(elapsed.as_secs_f64());
+        self.upstream_duration.get_or_create(&UpstreamLabels { outcome }).observe(elapsed.as_secs_f64());
     }
 
     /// The registry in the OpenMetrics text format.
@@ -315,11 +281,7 @@ pub fn audit_call_refused(
 /// Audit: one event per list result that lost items.
 pub fn audit_list_filtered(server: &str, principal: &Principal, removed: &[Removed]) {
     for kind in ListKind::ALL {
-        let names: Vec<&str> = removed
-            .iter()
-            .filter(|r| r.kind == kind)
-            .map(|r| r.name.as_str())
-            .collect();
+        let names: Vec<&str> = removed.iter().filter(|r| r.kind == kind).map(|r| r.name.as_str()).collect();
         if names.is_empty() {
             continue;
         }
@@ -352,9 +314,7 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -371,18 +331,8 @@ mod tests {
     #[test]
     fn metrics_encode_with_bounded_labels() {
         let metrics = Metrics::new();
-        metrics.request(
-            &Method::POST,
-            rpc_method_label("tools/call"),
-            200,
-            Duration::from_millis(3),
-        );
-        metrics.request(
-            &Method::POST,
-            rpc_method_label("x/unbounded/123"),
-            400,
-            Duration::from_millis(1),
-        );
+        metrics.request(&Method::POST, rpc_method_label("tools/call"), 200, Duration::from_millis(3));
+        metrics.request(&Method::POST, rpc_method_label("x/unbounded/123"), 400, Duration::from_millis(1));
         metrics.refused("origin");
         metrics.upstream_answered(Duration::from_millis(2), Some(200));
         let text = metrics.encode();
@@ -393,14 +343,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"rpc_method="other""#), "{text}");
-        assert!(
-            text.contains(r#"toolgate_refusals_total{reason="origin"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains("toolgate_upstream_duration_seconds_count{outcome=\"ok\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains(r#"toolgate_refusals_total{reason="origin"} 1"#), "{text}");
+        assert!(text.contains("toolgate_upstream_duration_seconds_count{outcome=\"ok\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

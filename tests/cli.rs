@@ -8,10 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn toolgate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_toolgate"))
-        .args(args)
-        .output()
-        .expect("run toolgate")
+    Command::new(env!("CARGO_BIN_EXE_toolgate")).args(args).output().expect("run toolgate")
 }
 
 #[test]
@@ -31,12 +28,7 @@ fn check_accepts_every_example_policy() {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let out = toolgate(&["check", &path.to_string_lossy()]);
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
             checked += 1;
         }
     }
@@ -48,11 +40,7 @@ fn check_reports_file_line_and_column() {
     let dir = scratch_dir();
     let vs = "virtual_servers: { default: { tools: { allow: ['*'] } } }\n";
     let cases = [
-        (
-            "version: 1\nupstream:\n  url: http://127.0.0.1:1/mcp\n  tmeout: 5s\n",
-            ":4:3: ",
-            "tmeout",
-        ),
+        ("version: 1\nupstream:\n  url: http://127.0.0.1:1/mcp\n  tmeout: 5s\n", ":4:3: ", "tmeout"),
         (
             &*format!(
                 "version: 1\nupstream: {{ url: http://127.0.0.1:1/mcp }}\ntransport:\n  allowed_origins: ['null']\n{vs}"
@@ -78,10 +66,7 @@ fn check_reports_file_line_and_column() {
         let out = toolgate(&["check", &path.to_string_lossy()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{text}");
-        assert!(
-            stderr.starts_with(&format!("{}{location}", path.display())),
-            "{stderr}"
-        );
+        assert!(stderr.starts_with(&format!("{}{location}", path.display())), "{stderr}");
         assert!(stderr.contains(word), "{stderr}");
     }
     let out = toolgate(&["check", "/no/such/policy.yaml"]);
@@ -93,11 +78,8 @@ fn check_reports_file_line_and_column() {
 fn run_refuses_a_broken_policy_with_its_location() {
     let dir = scratch_dir();
     let path = dir.join("policy.yaml");
-    std::fs::write(
-        &path,
-        "version: 1\nupstream: { url: ftp://x/mcp }\nvirtual_servers: { default: {} }\n",
-    )
-    .expect("write");
+    std::fs::write(&path, "version: 1\nupstream: { url: ftp://x/mcp }\nvirtual_servers: { default: {} }\n")
+        .expect("write");
     let out = toolgate(&["run", "--config", &path.to_string_lossy()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -124,10 +106,8 @@ async fn demo_serves_its_sample_server_behind_toolgate() -> TestResult {
             break rest.split_whitespace().next().unwrap_or_default().to_owned();
         }
     };
-    let addr: std::net::SocketAddr = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .parse()?;
+    let addr: std::net::SocketAddr =
+        endpoint.trim_start_matches("http://").trim_end_matches("/mcp").parse()?;
 
     let listed = post(
         addr,
@@ -138,28 +118,15 @@ async fn demo_serves_its_sample_server_behind_toolgate() -> TestResult {
     assert_eq!(listed.status, http::StatusCode::OK, "{}", listed.text());
     let names: Vec<String> = listed.json()["result"]["tools"]
         .as_array()
-        .map(|tools| {
-            tools
-                .iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|tools| tools.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    assert!(
-        names.contains(&"echo".to_owned()) && names.contains(&"countdown".to_owned()),
-        "{names:?}"
-    );
-    let evil = post(
-        addr,
-        &[("origin", "http://localhost.evil.com")],
-        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-    )
-    .await;
+    assert!(names.contains(&"echo".to_owned()) && names.contains(&"countdown".to_owned()), "{names:?}");
+    let evil =
+        post(addr, &[("origin", "http://localhost.evil.com")], r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .await;
     assert_eq!(evil.status, http::StatusCode::FORBIDDEN);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
     let status = tokio::task::spawn_blocking(move || child.wait()).await??;
     assert!(status.success(), "{status}");
     Ok(())

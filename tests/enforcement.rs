@@ -10,11 +10,13 @@ use serde_json::{Value, json};
 
 const SERVERS: &str = r#"virtual_servers:
   default:
+    anonymous: true
     tools: { allow: ["*"], deny: ["*_admin", "delete_*"] }
     prompts: { allow: ["*"], deny: [admin_prompt] }
     resources: { allow: ["file:///public/**"] }
     resource_templates: { allow: ["file:///public/*"] }
   readonly:
+    anonymous: true
     denial: explicit
     tools: { allow: [echo] }
 "#;
@@ -54,11 +56,7 @@ async fn refused_calls_never_reach_the_upstream() -> TestResult {
         assert_eq!(reply.status, StatusCode::OK, "{name}");
         assert!(!reached_upstream(&reply), "{name} reached the upstream");
         assert_eq!(reply.json()["error"]["code"], -32602, "{name}: {}", reply.text());
-        assert!(
-            reply.json()["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("Unknown tool: "))
-        );
+        assert!(reply.json()["error"]["message"].as_str().is_some_and(|m| m.starts_with("Unknown tool: ")));
         assert_eq!(reply.json()["id"], 1);
     }
     // Allowed names pass, byte for byte.
@@ -115,27 +113,14 @@ async fn a_batch_cannot_smuggle_a_refused_call() -> TestResult {
     assert_eq!(reply.status, StatusCode::OK);
     assert!(!reached_upstream(&reply), "nothing of the batch is forwarded");
     let answers = reply.json();
-    let by_id = |id: &str| {
-        answers
-            .as_array()
-            .and_then(|a| a.iter().find(|m| m["id"] == id))
-            .cloned()
-    };
-    assert_eq!(
-        answers.as_array().map(Vec::len),
-        Some(3),
-        "one answer per request: {answers}"
-    );
+    let by_id = |id: &str| answers.as_array().and_then(|a| a.iter().find(|m| m["id"] == id)).cloned();
+    assert_eq!(answers.as_array().map(Vec::len), Some(3), "one answer per request: {answers}");
     assert_eq!(
         by_id("b").map(|m| m["error"].clone()),
         Some(json!({ "code": -32602, "message": "Unknown tool: user_admin" }))
     );
     for id in ["a", "c"] {
-        assert_eq!(
-            by_id(id).map(|m| m["error"]["code"].clone()),
-            Some(json!(-32600)),
-            "{id} was not run"
-        );
+        assert_eq!(by_id(id).map(|m| m["error"]["code"].clone()), Some(json!(-32600)), "{id} was not run");
     }
     // A batch of allowed calls is forwarded as sent.
     let fine = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"status"}},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#;
@@ -149,10 +134,7 @@ async fn a_batch_cannot_smuggle_a_refused_call() -> TestResult {
 async fn prompts_resources_and_completions_are_judged() -> TestResult {
     let gate = gate().await;
     let refused = [
-        (
-            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"admin_prompt"}}"#,
-            -32602,
-        ),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"admin_prompt"}}"#, -32602),
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///private/keys.pem"}}"#,
             -32002,
@@ -187,10 +169,7 @@ async fn prompts_resources_and_completions_are_judged() -> TestResult {
         ("mcp-method", "resources/read"),
         ("mcp-name", "file:///private/keys.pem"),
     ];
-    assert_eq!(
-        post(gate.addr, &headers, read).await.json()["error"]["code"],
-        -32602
-    );
+    assert_eq!(post(gate.addr, &headers, read).await.json()["error"]["code"], -32602);
     for body in [
         r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"greet"}}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///public/readme.md"}}"#,

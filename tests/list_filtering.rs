@@ -18,20 +18,24 @@ use std::time::Duration;
 
 const SERVERS: &str = r#"virtual_servers:
   default:
+    anonymous: true
     tools: { allow: ["*"], deny: ["*_admin", "delete_*", "export_*"] }
     prompts: { allow: ["*"], deny: [admin_prompt] }
     resources: { allow: ["file:///public/**", "mem://**"] }
     resource_templates: { allow: ["file:///public/*"] }
   ops:
+    anonymous: true
     tools: { allow: [status, get_metrics, "restart_*"] }
     rules:
       - when: { groups: [sre] }
         tools: { allow: ["scale_*"] }
   readonly:
+    anonymous: true
     denial: explicit
     tools: { allow: ["search_*", read_file] }
     prompts: { allow: [summarize] }
-  empty: {}
+  empty:
+    anonymous: true
 "#;
 
 fn expected_tools(server: &str) -> Vec<&'static str> {
@@ -48,11 +52,7 @@ fn expected_tools(server: &str) -> Vec<&'static str> {
 }
 
 fn url(gate: &Gate, server: &str) -> String {
-    if server == "default" {
-        gate.url()
-    } else {
-        format!("http://{}/servers/{server}/mcp", gate.addr)
-    }
+    if server == "default" { gate.url() } else { format!("http://{}/servers/{server}/mcp", gate.addr) }
 }
 
 fn rpc_error(result: Result<impl std::fmt::Debug, ServiceError>) -> (i32, String) {
@@ -67,12 +67,8 @@ async fn each_server_sees_exactly_its_allowlist(json_response: bool) -> TestResu
     let gate = start_gate(&policy(upstream, "", SERVERS)).await;
     for server in ["default", "ops", "readonly", "empty"] {
         let client = ().serve(StreamableHttpClientTransport::from_uri(url(&gate, server))).await?;
-        let listed: Vec<String> = client
-            .list_all_tools()
-            .await?
-            .into_iter()
-            .map(|t| t.name.to_string())
-            .collect();
+        let listed: Vec<String> =
+            client.list_all_tools().await?.into_iter().map(|t| t.name.to_string()).collect();
         assert_eq!(
             listed,
             expected_tools(server),
@@ -83,21 +79,11 @@ async fn each_server_sees_exactly_its_allowlist(json_response: bool) -> TestResu
             let result = client.call_tool(CallToolRequestParams::new(*tool)).await;
             if expected_tools(server).contains(tool) {
                 let text = result.map_err(|e| format!("{server}/{tool}: {e}"))?;
-                assert_eq!(
-                    serde_json::to_value(&text.content)?[0]["text"],
-                    format!("ran {tool}")
-                );
+                assert_eq!(serde_json::to_value(&text.content)?[0]["text"], format!("ran {tool}"));
             } else if server == "readonly" {
-                assert_eq!(
-                    rpc_error(result),
-                    (-32001, format!("Tool not allowed on this server: {tool}"))
-                );
+                assert_eq!(rpc_error(result), (-32001, format!("Tool not allowed on this server: {tool}")));
             } else {
-                assert_eq!(
-                    rpc_error(result),
-                    (-32602, format!("Unknown tool: {tool}")),
-                    "{server}"
-                );
+                assert_eq!(rpc_error(result), (-32602, format!("Unknown tool: {tool}")), "{server}");
             }
         }
         client.cancel().await?;
@@ -122,34 +108,16 @@ async fn prompts_resources_and_templates_are_filtered_and_enforced() -> TestResu
     let gate = start_gate(&policy(upstream, "", SERVERS)).await;
     let client = ().serve(StreamableHttpClientTransport::from_uri(gate.url())).await?;
 
-    let prompts: Vec<String> = client
-        .list_all_prompts()
-        .await?
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
+    let prompts: Vec<String> = client.list_all_prompts().await?.into_iter().map(|p| p.name).collect();
     assert_eq!(prompts, ["summarize", "review_code", "translate", "greet"]);
-    assert!(
-        client
-            .get_prompt(GetPromptRequestParams::new("greet"))
-            .await
-            .is_ok()
-    );
+    assert!(client.get_prompt(GetPromptRequestParams::new("greet")).await.is_ok());
     assert_eq!(
-        rpc_error(
-            client
-                .get_prompt(GetPromptRequestParams::new("admin_prompt"))
-                .await
-        ),
+        rpc_error(client.get_prompt(GetPromptRequestParams::new("admin_prompt")).await),
         (-32602, "Unknown prompt: admin_prompt".into())
     );
 
-    let resources: Vec<String> = client
-        .list_all_resources()
-        .await?
-        .into_iter()
-        .map(|r| r.uri.clone())
-        .collect();
+    let resources: Vec<String> =
+        client.list_all_resources().await?.into_iter().map(|r| r.uri.clone()).collect();
     assert_eq!(
         resources,
         [
@@ -160,24 +128,14 @@ async fn prompts_resources_and_templates_are_filtered_and_enforced() -> TestResu
         ]
     );
     assert!(
-        client
-            .read_resource(ReadResourceRequestParams::new("file:///public/docs/api/v1.md"))
-            .await
-            .is_ok()
+        client.read_resource(ReadResourceRequestParams::new("file:///public/docs/api/v1.md")).await.is_ok()
     );
-    let (code, message) = rpc_error(
-        client
-            .read_resource(ReadResourceRequestParams::new("file:///private/keys.pem"))
-            .await,
-    );
+    let (code, message) =
+        rpc_error(client.read_resource(ReadResourceRequestParams::new("file:///private/keys.pem")).await);
     assert_eq!((code, message.as_str()), (-32002, "Resource not found"));
 
-    let templates: Vec<String> = client
-        .list_all_resource_templates()
-        .await?
-        .into_iter()
-        .map(|t| t.uri_template.clone())
-        .collect();
+    let templates: Vec<String> =
+        client.list_all_resource_templates().await?.into_iter().map(|t| t.uri_template.clone()).collect();
     assert_eq!(templates, ["file:///public/{path}"]);
     client.cancel().await?;
     gate.shutdown().await;
@@ -189,31 +147,19 @@ async fn pagination_and_every_other_field_survive_filtering() -> TestResult {
     let upstream = start_catalog_upstream(true).await;
     let gate = start_gate(&policy(upstream, "", SERVERS)).await;
     let first_page = r#"{"jsonrpc":"2.0","id":"p1","method":"tools/list"}"#;
-    let direct = post(upstream, &[("mcp-protocol-version", "2025-06-18")], first_page)
-        .await
-        .json();
-    let through = post(gate.addr, &[("mcp-protocol-version", "2025-06-18")], first_page)
-        .await
-        .json();
+    let direct = post(upstream, &[("mcp-protocol-version", "2025-06-18")], first_page).await.json();
+    let through = post(gate.addr, &[("mcp-protocol-version", "2025-06-18")], first_page).await.json();
 
-    assert_eq!(
-        through["result"]["nextCursor"], "8",
-        "the cursor is the upstream's"
-    );
+    assert_eq!(through["result"]["nextCursor"], "8", "the cursor is the upstream's");
     let mut expected = direct.clone();
     if let Some(tools) = expected["result"]["tools"].as_array_mut() {
         tools.retain(|t| expected_tools("default").contains(&t["name"].as_str().unwrap_or("")));
     }
-    assert_eq!(
-        through, expected,
-        "only denied items are gone; every field and item is the upstream's"
-    );
+    assert_eq!(through, expected, "only denied items are gone; every field and item is the upstream's");
     assert_eq!(direct["result"]["tools"].as_array().map(Vec::len), Some(8));
 
     let second = r#"{"jsonrpc":"2.0","id":"p2","method":"tools/list","params":{"cursor":"8"}}"#;
-    let through = post(gate.addr, &[("mcp-protocol-version", "2025-06-18")], second)
-        .await
-        .json();
+    let through = post(gate.addr, &[("mcp-protocol-version", "2025-06-18")], second).await.json();
     assert_eq!(through["result"]["nextCursor"], "16");
     gate.shutdown().await;
     Ok(())
@@ -230,18 +176,10 @@ async fn scripted(
     let (addr, method) = (gate.addr, method.to_owned());
     let response = tokio::spawn(async move {
         let headers = [&[("accept", "application/json, text/event-stream")], POST_0618].concat();
-        open(
-            addr,
-            &method,
-            "/mcp",
-            &headers,
-            http_body_util::Full::new(Bytes::from_static(body.as_bytes())),
-        )
-        .await
+        open(addr, &method, "/mcp", &headers, http_body_util::Full::new(Bytes::from_static(body.as_bytes())))
+            .await
     });
-    let sender = tokio::time::timeout(Duration::from_secs(10), streams.recv())
-        .await?
-        .ok_or("no request")?;
+    let sender = tokio::time::timeout(Duration::from_secs(10), streams.recv()).await?.ok_or("no request")?;
     sender.send(Bytes::from_static(b": stream opened\n\n")).await?;
     let response = response.await??;
     assert_eq!(response.status(), StatusCode::OK);
@@ -250,9 +188,7 @@ async fn scripted(
 
 async fn read_all(sender: Sender, body: hyper::body::Incoming) -> Result<String, BoxError> {
     drop(sender);
-    let bytes = tokio::time::timeout(Duration::from_secs(10), body.collect())
-        .await??
-        .to_bytes();
+    let bytes = tokio::time::timeout(Duration::from_secs(10), body.collect()).await??.to_bytes();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -260,11 +196,8 @@ fn data_messages(stream: &str) -> Vec<Value> {
     stream
         .split("\n\n")
         .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
+            let data: Vec<&str> =
+                event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
             (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap_or(Value::Null))
         })
         .collect()
@@ -276,31 +209,16 @@ const TOOLS_LIST_RESULT: &str = r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"
 async fn list_results_on_a_get_stream_are_filtered_too() -> TestResult {
     let (gate, sender, body) = scripted("GET", "", "").await?;
     // A resumed GET stream replays an answer; it is judged like any other.
+    sender.send(Bytes::from(format!("id: 1\nevent: message\ndata: {TOOLS_LIST_RESULT}\n\n"))).await?;
     sender
-        .send(Bytes::from(format!(
-            "id: 1\nevent: message\ndata: {TOOLS_LIST_RESULT}\n\n"
-        )))
-        .await?;
-    sender
-        .send(Bytes::from_static(
-            b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n",
-        ))
+        .send(Bytes::from_static(b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n"))
         .await?;
     let stream = read_all(sender, body).await?;
     let messages = data_messages(&stream);
-    assert_eq!(
-        messages[0]["result"]["tools"],
-        json!([{ "name": "search_docs" }, { "name": "status" }])
-    );
+    assert_eq!(messages[0]["result"]["tools"], json!([{ "name": "search_docs" }, { "name": "status" }]));
     assert_eq!(messages[0]["result"]["nextCursor"], "c2");
-    assert_eq!(
-        messages[1]["method"], "notifications/message",
-        "other events pass"
-    );
-    assert!(
-        stream.contains("id: 1\nevent: message\n"),
-        "event fields kept: {stream}"
-    );
+    assert_eq!(messages[1]["method"], "notifications/message", "other events pass");
+    assert!(stream.contains("id: 1\nevent: message\n"), "event fields kept: {stream}");
     gate.shutdown().await;
     Ok(())
 }
@@ -334,12 +252,8 @@ async fn a_list_result_split_into_chunks_and_padded_with_comments_is_filtered() 
 async fn a_list_result_split_across_events_is_withheld() -> TestResult {
     let (gate, sender, body) =
         scripted("POST", r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#, "").await?;
-    sender
-        .send(Bytes::from(format!("data: {}\n\n", &TOOLS_LIST_RESULT[..60])))
-        .await?;
-    sender
-        .send(Bytes::from(format!("data: {}\n\n", &TOOLS_LIST_RESULT[60..])))
-        .await?;
+    sender.send(Bytes::from(format!("data: {}\n\n", &TOOLS_LIST_RESULT[..60]))).await?;
+    sender.send(Bytes::from(format!("data: {}\n\n", &TOOLS_LIST_RESULT[60..]))).await?;
     let stream = read_all(sender, body).await?;
     assert!(!stream.contains("user_admin"), "{stream}");
     let messages = data_messages(&stream);
@@ -352,15 +266,10 @@ async fn a_list_result_split_across_events_is_withheld() -> TestResult {
 
 #[tokio::test]
 async fn an_oversized_list_result_is_withheld() -> TestResult {
-    let (gate, sender, body) = scripted(
-        "POST",
-        r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
-        "  max_list_result: 4KiB",
-    )
-    .await?;
-    let tools: Vec<Value> = (0..200)
-        .map(|i| json!({ "name": format!("user_admin_{i}") }))
-        .collect();
+    let (gate, sender, body) =
+        scripted("POST", r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#, "  max_list_result: 4KiB")
+            .await?;
+    let tools: Vec<Value> = (0..200).map(|i| json!({ "name": format!("user_admin_{i}") })).collect();
     let big = json!({ "jsonrpc": "2.0", "id": 7, "result": { "tools": tools } });
     sender.send(Bytes::from(format!("data: {big}\n\n"))).await?;
     let stream = read_all(sender, body).await?;
@@ -370,14 +279,10 @@ async fn an_oversized_list_result_is_withheld() -> TestResult {
 
     // The same over a JSON answer: a 502 with the request's id.
     let upstream = serve_http(|_request: http::Request<hyper::body::Incoming>| async move {
-        let tools: Vec<Value> = (0..200)
-            .map(|i| json!({ "name": format!("user_admin_{i}") }))
-            .collect();
+        let tools: Vec<Value> = (0..200).map(|i| json!({ "name": format!("user_admin_{i}") })).collect();
         let body = json!({ "jsonrpc": "2.0", "id": 7, "result": { "tools": tools } }).to_string();
         let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(body)));
-        response
-            .headers_mut()
-            .insert("content-type", http::HeaderValue::from_static("application/json"));
+        response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
         response
     })
     .await;

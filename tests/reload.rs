@@ -17,26 +17,19 @@ fn policy_a(upstream: SocketAddr) -> String {
     policy(
         upstream,
         "",
-        "virtual_servers:\n  default:\n    tools: { allow: ['*'], deny: ['delete_*'] }\n",
+        "virtual_servers:\n  default:\n    anonymous: true\n    tools: { allow: ['*'], deny: ['delete_*'] }\n",
     )
 }
 fn policy_b(upstream: SocketAddr) -> String {
     policy(
         upstream,
         "",
-        "virtual_servers:\n  default:\n    tools: { allow: ['*'], deny: ['delete_*', 'restart_*'] }\n",
+        "virtual_servers:\n  default:\n    anonymous: true\n    tools: { allow: ['*'], deny: ['delete_*', 'restart_*'] }\n",
     )
 }
 /// The first page of the catalog under each policy.
-const LISTED_A: &[&str] = &[
-    "search_docs",
-    "search_web",
-    "read_file",
-    "write_file",
-    "restart_db",
-    "restart_cache",
-    "status",
-];
+const LISTED_A: &[&str] =
+    &["search_docs", "search_web", "read_file", "write_file", "restart_db", "restart_cache", "status"];
 const LISTED_B: &[&str] = &["search_docs", "search_web", "read_file", "write_file", "status"];
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
@@ -51,14 +44,8 @@ async fn listed(addr: SocketAddr) -> Result<Vec<String>, String> {
     if reply.status != StatusCode::OK {
         return Err(format!("tools/list answered {}: {}", reply.status, reply.text()));
     }
-    let tools = reply.json()["result"]["tools"]
-        .as_array()
-        .cloned()
-        .ok_or_else(|| reply.text())?;
-    Ok(tools
-        .iter()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect())
+    let tools = reply.json()["result"]["tools"].as_array().cloned().ok_or_else(|| reply.text())?;
+    Ok(tools.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
 }
 
 /// Polls until the listing is `expected`; returns how long that took.
@@ -92,9 +79,7 @@ async fn reload_errors(admin: SocketAddr) -> u64 {
 }
 
 async fn generation(admin: SocketAddr) -> u64 {
-    send(admin, "GET", "/policy", &[], "").await.json()["generation"]
-        .as_u64()
-        .unwrap_or(0)
+    send(admin, "GET", "/policy", &[], "").await.json()["generation"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test]
@@ -197,20 +182,14 @@ async fn settings_that_need_a_restart_are_refused_not_ignored() -> TestResult {
     write_by_rename(&file, &moved)?;
     let refused = process.wait_for("policy reload refused; the running policy stays")?;
     let error = refused["error"].as_str().unwrap_or_default();
-    assert!(
-        error.contains("need a restart") && error.contains("listen"),
-        "{refused}"
-    );
+    assert!(error.contains("need a restart") && error.contains("listen"), "{refused}");
     assert_eq!(listed(addr).await?, LISTED_A);
 
     // A located error for a broken file, in the log.
     write_by_rename(&file, &policy_b(upstream).replace("tools:", "toolz:"))?;
     let refused = process.wait_for("policy reload refused; the running policy stays")?;
     let error = refused["error"].as_str().unwrap_or_default();
-    assert!(
-        error.starts_with(&format!("{}:", file.display())) && error.contains("toolz"),
-        "{refused}"
-    );
+    assert!(error.starts_with(&format!("{}:", file.display())) && error.contains("toolz"), "{refused}");
 
     // SIGHUP reloads on demand (here: the file is still broken).
     process.signal("HUP")?;
@@ -279,11 +258,8 @@ async fn reloads_under_load_lose_nothing_and_mix_nothing() -> TestResult {
             continue;
         }
         current_is_a = !current_is_a;
-        let (text, expected) = if current_is_a {
-            (policy_a(upstream), LISTED_A)
-        } else {
-            (policy_b(upstream), LISTED_B)
-        };
+        let (text, expected) =
+            if current_is_a { (policy_a(upstream), LISTED_A) } else { (policy_b(upstream), LISTED_B) };
         let written = Instant::now();
         write_by_rename(&gate.policy_file, &text)?;
         latencies.push(until_listed(addr, expected, written).await?);
@@ -303,11 +279,7 @@ async fn reloads_under_load_lose_nothing_and_mix_nothing() -> TestResult {
         12,
         answered.load(Ordering::Relaxed)
     );
-    assert_eq!(
-        wrong.load(Ordering::Relaxed),
-        0,
-        "failed or wrongly decided requests"
-    );
+    assert_eq!(wrong.load(Ordering::Relaxed), 0, "failed or wrongly decided requests");
     assert!(answered.load(Ordering::Relaxed) > 100, "the load ran");
     assert_eq!(generation(gate.admin).await, expected_generation);
     gate.shutdown().await;

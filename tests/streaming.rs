@@ -25,11 +25,9 @@ async fn read_until(
     needle: &str,
 ) -> Result<Instant, BoxError> {
     while !String::from_utf8_lossy(seen).contains(needle) {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .map_err(|_| {
-                format!("`{needle}` did not reach the client while the upstream held the stream open")
-            })?;
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.map_err(|_| {
+            format!("`{needle}` did not reach the client while the upstream held the stream open")
+        })?;
         match frame {
             Some(Ok(frame)) => seen.extend_from_slice(frame.data_ref().map(|b| &b[..]).unwrap_or_default()),
             Some(Err(e)) => return Err(e.into()),
@@ -54,9 +52,8 @@ async fn events_flow_one_by_one(method: &str) -> TestResult {
         open(addr, &method_owned, "/mcp", POST_0618, body).await
     });
 
-    let upstream_body = tokio::time::timeout(Duration::from_secs(10), streams.recv())
-        .await?
-        .ok_or("no request")?;
+    let upstream_body =
+        tokio::time::timeout(Duration::from_secs(10), streams.recv()).await?.ok_or("no request")?;
     let sent_first = Instant::now();
     upstream_body.send(event(1)).await?;
     let response = response_future.await??;
@@ -71,18 +68,13 @@ async fn events_flow_one_by_one(method: &str) -> TestResult {
     upstream_body.send(event(2)).await?;
     let got_second = read_until(&mut body, &mut seen, "\"progress\":2").await?;
     upstream_body
-        .send(Bytes::from_static(
-            b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
-        ))
+        .send(Bytes::from_static(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"))
         .await?;
     drop(upstream_body);
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame()).await? {
         seen.extend_from_slice(frame?.data_ref().map(|b| &b[..]).unwrap_or_default());
     }
-    assert!(
-        got_first <= sent_second,
-        "event 1 was received before event 2 existed"
-    );
+    assert!(got_first <= sent_second, "event 1 was received before event 2 existed");
     assert_eq!(
         String::from_utf8_lossy(&seen),
         format!(
@@ -157,9 +149,7 @@ async fn an_upstream_dying_mid_stream_ends_the_client_stream_cleanly() -> TestRe
     // `send` reads the whole body; it ended without an error, carrying what
     // the upstream sent before it died.
     assert!(
-        reply
-            .text()
-            .starts_with("event: message\ndata: {\"jsonrpc\":\"2.0\"}\n\n"),
+        reply.text().starts_with("event: message\ndata: {\"jsonrpc\":\"2.0\"}\n\n"),
         "{:?}",
         reply.text()
     );
@@ -168,10 +158,7 @@ async fn an_upstream_dying_mid_stream_ends_the_client_stream_cleanly() -> TestRe
     // and this gate's admin port, both answer.
     let (_u, healthy) = start_pair(true).await;
     assert_eq!(post(healthy.addr, &[], INITIALIZE).await.status, StatusCode::OK);
-    assert_eq!(
-        send(gate.admin, "GET", "/healthz", &[], "").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(send(gate.admin, "GET", "/healthz", &[], "").await.status, StatusCode::OK);
     gate.shutdown().await;
     Ok(())
 }
@@ -221,10 +208,7 @@ async fn a_silent_upstream_is_a_504_and_other_requests_go_on() -> TestResult {
         assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.text());
         assert_eq!(reply.rpc_code(), Some(-32603));
     }
-    println!(
-        "four concurrent upstream timeouts of 300 ms answered after {:?}",
-        started.elapsed()
-    );
+    println!("four concurrent upstream timeouts of 300 ms answered after {:?}", started.elapsed());
     gate.shutdown().await;
     Ok(())
 }
@@ -240,10 +224,7 @@ async fn a_truncated_json_answer_is_not_passed_off_as_complete() -> TestResult {
     let ping = http_body_util::Full::new(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#));
     let response = open(gate.addr, "POST", "/mcp", POST_0618, ping).await?;
     let collected = response.into_body().collect().await;
-    assert!(
-        collected.is_err(),
-        "a body shorter than its Content-Length must fail at the client"
-    );
+    assert!(collected.is_err(), "a body shorter than its Content-Length must fail at the client");
     gate.shutdown().await;
     Ok(())
 }

@@ -42,17 +42,12 @@ async fn session_transcript(
     version: ProtocolVersion,
 ) -> Result<Value, Box<dyn std::error::Error>> {
     let progress = Arc::new(Mutex::new(Vec::new()));
-    let handler = Client {
-        version: version.clone(),
-        progress: progress.clone(),
-    };
+    let handler = Client { version: version.clone(), progress: progress.clone() };
     let transport = StreamableHttpClientTransport::from_uri(url);
     let client = if version >= ProtocolVersion::V_2026_07_28 {
         // 2026-07-28 has no initialize: the client discovers the server and
         // sends self-contained requests with Mcp-Method/Mcp-Name headers.
-        let lifecycle = ClientLifecycleMode::Discover {
-            preferred_versions: vec![version],
-        };
+        let lifecycle = ClientLifecycleMode::Discover { preferred_versions: vec![version] };
         handler.serve_with_lifecycle(transport, lifecycle).await?
     } else {
         handler.serve(transport).await?
@@ -61,25 +56,17 @@ async fn session_transcript(
     let tools = client.list_all_tools().await?;
     let echo = client
         .call_tool(
-            CallToolRequestParams::new("echo").with_arguments(
-                json!({ "text": "héllo ✓" })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
+            CallToolRequestParams::new("echo")
+                .with_arguments(json!({ "text": "héllo ✓" }).as_object().cloned().unwrap_or_default()),
         )
         .await?;
-    let unknown = client
-        .call_tool(CallToolRequestParams::new("no_such_tool"))
-        .await
-        .map_err(|e| e.to_string());
+    let unknown =
+        client.call_tool(CallToolRequestParams::new("no_such_tool")).await.map_err(|e| e.to_string());
     let prompts = client.list_all_prompts().await?;
     let prompt = client.get_prompt(GetPromptRequestParams::new("greet")).await?;
     let resources = client.list_all_resources().await?;
     let templates = client.list_all_resource_templates().await?;
-    let read = client
-        .read_resource(ReadResourceRequestParams::new("mem://public/readme"))
-        .await?;
+    let read = client.read_resource(ReadResourceRequestParams::new("mem://public/readme")).await?;
 
     let handle = client
         .send_cancellable_request(
@@ -122,20 +109,9 @@ async fn same_through_gate(
     let (upstream, gate) = start_pair(json_response).await;
     let direct = session_transcript(format!("http://{upstream}/mcp"), version.clone()).await?;
     let proxied = session_transcript(gate.url(), version.clone()).await?;
-    assert_eq!(
-        proxied, direct,
-        "through toolgate vs direct ({version:?}, json_response={json_response})"
-    );
-    assert_eq!(
-        proxied["protocolVersion"],
-        json!(version.as_str()),
-        "negotiated version"
-    );
-    assert_eq!(
-        proxied["progress"],
-        json!([1.0, 2.0, 3.0]),
-        "progress notifications arrive in order"
-    );
+    assert_eq!(proxied, direct, "through toolgate vs direct ({version:?}, json_response={json_response})");
+    assert_eq!(proxied["protocolVersion"], json!(version.as_str()), "negotiated version");
+    assert_eq!(proxied["progress"], json!([1.0, 2.0, 3.0]), "progress notifications arrive in order");
     assert_eq!(proxied["echo"]["content"][0]["text"], "héllo ✓");
     assert_eq!(proxied["tools"].as_array().map(Vec::len), Some(3));
     gate.shutdown().await;
@@ -145,11 +121,9 @@ async fn same_through_gate(
 #[tokio::test]
 async fn sdk_client_sees_the_same_server_through_toolgate_over_sse() -> Result<(), Box<dyn std::error::Error>>
 {
-    for version in [
-        ProtocolVersion::V_2025_03_26,
-        ProtocolVersion::V_2025_06_18,
-        ProtocolVersion::V_2025_11_25,
-    ] {
+    for version in
+        [ProtocolVersion::V_2025_03_26, ProtocolVersion::V_2025_06_18, ProtocolVersion::V_2025_11_25]
+    {
         same_through_gate(false, version).await?;
     }
     Ok(())
@@ -175,10 +149,7 @@ async fn session_delete_reaches_the_upstream() -> TestResult {
     let (_upstream, gate) = start_pair(false).await;
     let session = raw_session(gate.addr).await;
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-    let headers = [
-        ("mcp-session-id", session.as_str()),
-        ("mcp-protocol-version", "2025-06-18"),
-    ];
+    let headers = [("mcp-session-id", session.as_str()), ("mcp-protocol-version", "2025-06-18")];
     assert_eq!(post(gate.addr, &headers, list).await.status, StatusCode::OK);
 
     let deleted = send(gate.addr, "DELETE", "/mcp", &headers, "").await;
@@ -203,14 +174,10 @@ async fn h2c_clients_are_served() -> TestResult {
     let request = http::Request::post(format!("http://{}/mcp", gate.addr))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-            INITIALIZE.as_bytes(),
-        )))?;
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(INITIALIZE.as_bytes())))?;
     let response = sender.send_request(request).await?;
     assert_eq!(response.status(), StatusCode::OK);
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await?
-        .to_bytes();
+    let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
     let value: Value = serde_json::from_slice(&body)?;
     assert_eq!(value["result"]["serverInfo"]["name"], "rmcp");
     gate.shutdown().await;

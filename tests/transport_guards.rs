@@ -22,11 +22,7 @@ fn assert_refused(reply: &Reply, status: StatusCode, code: i64) {
     assert_eq!(reply.status, status, "{}", reply.text());
     assert_eq!(reply.rpc_code(), Some(code), "{}", reply.text());
     assert_eq!(reply.json()["jsonrpc"], "2.0", "{}", reply.text());
-    assert!(
-        reply.json()["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-    );
+    assert!(reply.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok());
     assert_eq!(content_type, Some("application/json"));
 }
@@ -35,44 +31,21 @@ fn assert_refused(reply: &Reply, status: StatusCode, code: i64) {
 fn assert_forwarded(reply: &Reply) -> Value {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let seen = reply.json()["result"].clone();
-    assert!(
-        seen.get("headers").is_some(),
-        "not the upstream's answer: {}",
-        reply.text()
-    );
+    assert!(seen.get("headers").is_some(), "not the upstream's answer: {}", reply.text());
     seen
 }
 
 #[tokio::test]
 async fn hostile_hosts_are_refused() -> TestResult {
     let gate = echo_gate("").await;
-    for host in [
-        "evil.example.com",
-        "localhost.evil.com",
-        "evil.com@localhost",
-        "127.0.0.1.nip.io",
-    ] {
-        let reply = send(
-            gate.addr,
-            "POST",
-            "/mcp",
-            &[&[("host", host)], POST_HEADERS].concat(),
-            PING,
-        )
-        .await;
+    for host in ["evil.example.com", "localhost.evil.com", "evil.com@localhost", "127.0.0.1.nip.io"] {
+        let reply = send(gate.addr, "POST", "/mcp", &[&[("host", host)], POST_HEADERS].concat(), PING).await;
         assert_refused(&reply, StatusCode::FORBIDDEN, -32600);
         assert_eq!(reply.json()["id"], Value::Null, "no id on a transport refusal");
     }
     // Allowed names pass, on any port and in any case.
     for host in ["localhost:1234", "LOCALHOST", "127.0.0.1"] {
-        let reply = send(
-            gate.addr,
-            "POST",
-            "/mcp",
-            &[&[("host", host)], POST_HEADERS].concat(),
-            PING,
-        )
-        .await;
+        let reply = send(gate.addr, "POST", "/mcp", &[&[("host", host)], POST_HEADERS].concat(), PING).await;
         assert_forwarded(&reply);
     }
     // Raw requests: mixed-case header name, and two Host headers.
@@ -114,16 +87,9 @@ async fn hostile_origins_are_refused() -> TestResult {
     // No Origin at all (a non-browser client) is allowed by default.
     assert_forwarded(&post(gate.addr, &[V0618], PING).await);
     // An allowed Origin cannot hide a second, hostile one.
-    let reply = post(
-        gate.addr,
-        &[
-            V0618,
-            ("origin", "http://localhost:6274"),
-            ("origin", "http://evil.com"),
-        ],
-        PING,
-    )
-    .await;
+    let reply =
+        post(gate.addr, &[V0618, ("origin", "http://localhost:6274"), ("origin", "http://evil.com")], PING)
+            .await;
     assert_refused(&reply, StatusCode::FORBIDDEN, -32600);
     // Header names are case-insensitive on the wire.
     let (status, text) = raw(
@@ -139,11 +105,7 @@ async fn hostile_origins_are_refused() -> TestResult {
 #[tokio::test]
 async fn origin_can_be_required() -> TestResult {
     let gate = echo_gate("  allowed_origins: [https://app.example.com]\n  require_origin: true").await;
-    assert_refused(
-        &post(gate.addr, &[V0618], PING).await,
-        StatusCode::FORBIDDEN,
-        -32600,
-    );
+    assert_refused(&post(gate.addr, &[V0618], PING).await, StatusCode::FORBIDDEN, -32600);
     assert_forwarded(&post(gate.addr, &[V0618, ("origin", "https://app.example.com")], PING).await);
     gate.shutdown().await;
     Ok(())
@@ -154,11 +116,7 @@ async fn protocol_versions_are_enforced() -> TestResult {
     let gate = echo_gate("  protocol_versions: [2025-06-18, 2025-11-25]").await;
     let reply = post(gate.addr, &[("mcp-protocol-version", "1999-01-01")], PING).await;
     assert_refused(&reply, StatusCode::BAD_REQUEST, -32600);
-    assert!(
-        reply.text().contains("2025-06-18, 2025-11-25"),
-        "lists what is supported: {}",
-        reply.text()
-    );
+    assert!(reply.text().contains("2025-06-18, 2025-11-25"), "lists what is supported: {}", reply.text());
     // Absent means 2025-03-26, which this policy does not support...
     let reply = post(gate.addr, &[], PING).await;
     assert_refused(&reply, StatusCode::BAD_REQUEST, -32600);
@@ -173,20 +131,9 @@ async fn protocol_versions_are_enforced() -> TestResult {
     let reply = post(gate.addr, &[V0618, ("mcp-protocol-version", "2025-11-25")], PING).await;
     assert_refused(&reply, StatusCode::BAD_REQUEST, -32600);
     // GET and DELETE are checked too.
-    let get = [
-        ("accept", "text/event-stream"),
-        ("mcp-protocol-version", "2024-01-01"),
-    ];
-    assert_refused(
-        &send(gate.addr, "GET", "/mcp", &get, "").await,
-        StatusCode::BAD_REQUEST,
-        -32600,
-    );
-    assert_refused(
-        &send(gate.addr, "DELETE", "/mcp", &[], "").await,
-        StatusCode::BAD_REQUEST,
-        -32600,
-    );
+    let get = [("accept", "text/event-stream"), ("mcp-protocol-version", "2024-01-01")];
+    assert_refused(&send(gate.addr, "GET", "/mcp", &get, "").await, StatusCode::BAD_REQUEST, -32600);
+    assert_refused(&send(gate.addr, "DELETE", "/mcp", &[], "").await, StatusCode::BAD_REQUEST, -32600);
     assert_forwarded(&post(gate.addr, &[V0618], PING).await);
     gate.shutdown().await;
     Ok(())
@@ -208,11 +155,7 @@ async fn batches_only_under_2025_03_26() -> TestResult {
     assert_forwarded(&post(gate.addr, &[], batch).await);
     // A batch hiding a malformed member is refused whole.
     let smuggled = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","method":"ping"}]"#;
-    assert_refused(
-        &post(gate.addr, &[], smuggled).await,
-        StatusCode::BAD_REQUEST,
-        -32600,
-    );
+    assert_refused(&post(gate.addr, &[], smuggled).await, StatusCode::BAD_REQUEST, -32600);
     assert_refused(&post(gate.addr, &[], "[]").await, StatusCode::BAD_REQUEST, -32600);
     gate.shutdown().await;
     Ok(())
@@ -229,40 +172,19 @@ async fn standard_headers_must_match_the_body_from_2026_07_28() -> TestResult {
     assert_eq!(reply.json()["id"], "c1", "the refusal names the request");
     let reply = post(gate.addr, &[v, ("mcp-method", "tools/list")], call).await;
     assert_refused(&reply, StatusCode::BAD_REQUEST, -32020);
-    let reply = post(
-        gate.addr,
-        &[v, ("mcp-method", "tools/call"), ("mcp-name", "echo")],
-        call,
-    )
-    .await;
+    let reply = post(gate.addr, &[v, ("mcp-method", "tools/call"), ("mcp-name", "echo")], call).await;
     assert_refused(&reply, StatusCode::BAD_REQUEST, -32020);
     assert!(reply.text().contains("echo"), "{}", reply.text());
-    let reply = post(
-        gate.addr,
-        &[v, ("mcp-method", "tools/call"), ("mcp-name", "=?base64?!!!?=")],
-        call,
-    )
-    .await;
+    let reply =
+        post(gate.addr, &[v, ("mcp-method", "tools/call"), ("mcp-name", "=?base64?!!!?=")], call).await;
     assert_refused(&reply, StatusCode::BAD_REQUEST, -32020);
 
     let seen = assert_forwarded(
-        &post(
-            gate.addr,
-            &[v, ("mcp-method", "tools/call"), ("mcp-name", "delete_everything")],
-            call,
-        )
-        .await,
+        &post(gate.addr, &[v, ("mcp-method", "tools/call"), ("mcp-name", "delete_everything")], call).await,
     );
     assert_eq!(seen["headers"]["mcp-name"], "delete_everything");
     let encoded = "=?base64?ZGVsZXRlX2V2ZXJ5dGhpbmc=?=";
-    assert_forwarded(
-        &post(
-            gate.addr,
-            &[v, ("mcp-method", "tools/call"), ("mcp-name", encoded)],
-            call,
-        )
-        .await,
-    );
+    assert_forwarded(&post(gate.addr, &[v, ("mcp-method", "tools/call"), ("mcp-name", encoded)], call).await);
     // Before 2026-07-28 the headers are not required.
     assert_forwarded(&post(gate.addr, &[V0618], call).await);
     gate.shutdown().await;
@@ -274,16 +196,9 @@ async fn methods_and_media_types() -> TestResult {
     let gate = echo_gate("").await;
     let reply = send(gate.addr, "PUT", "/mcp", &[V0618], PING).await;
     assert_refused(&reply, StatusCode::METHOD_NOT_ALLOWED, -32600);
-    assert_eq!(
-        reply.headers.get("allow").and_then(|v| v.to_str().ok()),
-        Some("GET, POST, DELETE")
-    );
+    assert_eq!(reply.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST, DELETE"));
 
-    let json_only = [
-        ("content-type", "application/json"),
-        ("accept", "application/json"),
-        V0618,
-    ];
+    let json_only = [("content-type", "application/json"), ("accept", "application/json"), V0618];
     assert_refused(
         &send(gate.addr, "POST", "/mcp", &json_only, PING).await,
         StatusCode::NOT_ACCEPTABLE,
@@ -295,38 +210,19 @@ async fn methods_and_media_types() -> TestResult {
         StatusCode::NOT_ACCEPTABLE,
         -32600,
     );
-    let text = [
-        ("content-type", "text/plain"),
-        ("accept", "application/json, text/event-stream"),
-        V0618,
-    ];
+    let text = [("content-type", "text/plain"), ("accept", "application/json, text/event-stream"), V0618];
     assert_refused(
         &send(gate.addr, "POST", "/mcp", &text, PING).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         -32600,
     );
     let get_json = [("accept", "application/json"), V0618];
-    assert_refused(
-        &send(gate.addr, "GET", "/mcp", &get_json, "").await,
-        StatusCode::NOT_ACCEPTABLE,
-        -32600,
-    );
+    assert_refused(&send(gate.addr, "GET", "/mcp", &get_json, "").await, StatusCode::NOT_ACCEPTABLE, -32600);
 
-    let charset = [
-        ("content-type", "application/json; charset=utf-8"),
-        ("accept", "*/*"),
-        V0618,
-    ];
+    let charset = [("content-type", "application/json; charset=utf-8"), ("accept", "*/*"), V0618];
     assert_forwarded(&send(gate.addr, "POST", "/mcp", &charset, PING).await);
     let seen = assert_forwarded(
-        &send(
-            gate.addr,
-            "GET",
-            "/mcp",
-            &[("accept", "text/event-stream"), V0618],
-            "",
-        )
-        .await,
+        &send(gate.addr, "GET", "/mcp", &[("accept", "text/event-stream"), V0618], "").await,
     );
     assert_eq!(seen["method"], "GET");
     gate.shutdown().await;
@@ -336,16 +232,7 @@ async fn methods_and_media_types() -> TestResult {
 #[tokio::test]
 async fn only_the_mcp_endpoint_is_served() -> TestResult {
     let gate = echo_gate("").await;
-    for path in [
-        "/",
-        "/mcp/",
-        "/MCP",
-        "//mcp",
-        "/x/../mcp",
-        "/%6dcp",
-        "/metrics",
-        "/mcp/../admin",
-    ] {
+    for path in ["/", "/mcp/", "/MCP", "//mcp", "/x/../mcp", "/%6dcp", "/metrics", "/mcp/../admin"] {
         let reply = send(gate.addr, "POST", path, &[&[V0618], POST_HEADERS].concat(), PING).await;
         assert_refused(&reply, StatusCode::NOT_FOUND, -32600);
     }
@@ -360,11 +247,7 @@ async fn oversized_bodies_are_refused() -> TestResult {
         r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
         "x".repeat(10 << 20)
     );
-    assert_refused(
-        &post(gate.addr, &[V0618], &big).await,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        -32600,
-    );
+    assert_refused(&post(gate.addr, &[V0618], &big).await, StatusCode::PAYLOAD_TOO_LARGE, -32600);
 
     // Without a Content-Length (chunked), the limit still holds while reading.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -415,18 +298,11 @@ async fn malformed_messages_are_refused() -> TestResult {
         r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
         "42",
     ] {
-        assert_refused(
-            &post(gate.addr, &[V0618], body).await,
-            StatusCode::BAD_REQUEST,
-            -32600,
-        );
+        assert_refused(&post(gate.addr, &[V0618], body).await, StatusCode::BAD_REQUEST, -32600);
     }
     // Unknown methods and fields are not toolgate's business: they pass, byte for byte.
     let odd = r#"{"jsonrpc":"2.0","id":"x","method":"vendor/thing","params":{"z":1,"a":[true]},"extra":{}}"#;
-    assert_eq!(
-        assert_forwarded(&post(gate.addr, &[V0618], odd).await)["body"],
-        odd
-    );
+    assert_eq!(assert_forwarded(&post(gate.addr, &[V0618], odd).await)["body"], odd);
     gate.shutdown().await;
     Ok(())
 }
@@ -445,10 +321,7 @@ async fn forwarded_requests_are_rewritten_for_the_upstream() -> TestResult {
     ];
     let seen = assert_forwarded(&post(gate.addr, &headers, PING).await);
     let h = &seen["headers"];
-    assert_eq!(
-        h["x-forwarded-for"], "127.0.0.1",
-        "the peer, not the client's claim"
-    );
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "the peer, not the client's claim");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], gate.addr.to_string());
     assert_eq!(h["mcp-session-id"], "abc");
@@ -477,11 +350,7 @@ async fn the_proxy_keeps_serving_through_a_barrage_of_bad_requests() -> TestResu
                 // Not HTTP at all: hyper answers 400 and closes.
                 3 => StatusCode::from_u16(raw(addr, b"GARBAGE\r\n\r\n").await.0)
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                _ => {
-                    send(addr, "POST", "/mcp", &[("host", "evil.example.com")], PING)
-                        .await
-                        .status
-                }
+                _ => send(addr, "POST", "/mcp", &[("host", "evil.example.com")], PING).await.status,
             }
         }));
     }

@@ -10,6 +10,9 @@ mod units;
 
 pub use units::{ByteSize, HumanDuration};
 
+use crate::identity::{
+    self, Access, CredentialKind, Identity, IpNet, ResourceMetadata, TrustedHeader, UpstreamHeaders,
+};
 use crate::mcp::version::ProtocolVersion;
 use crate::policy::{
     AllowedHosts, AllowedOrigins, DEFAULT_SERVER, DenialStyle, Grants, Policy, PolicyMeta, Rule, Transport,
@@ -37,12 +40,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: String,
-        line: u64,
-        column: u64,
-        message: String,
-    },
+    Invalid { path: String, line: u64, column: u64, message: String },
 }
 
 /// Settings that are fixed for the life of a process: the sockets it listens
@@ -65,29 +63,22 @@ pub struct LoadedPolicy {
 
 /// Reads, validates and compiles a policy file.
 pub fn load_file(path: &Path) -> Result<LoadedPolicy, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
     load_str(&text, path)
 }
 
 /// Validates and compiles policy text; `path` names it in errors.
 pub fn load_str(text: &str, path: &Path) -> Result<LoadedPolicy, ConfigError> {
     let doc: PolicyDoc = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?;
-    doc.compile(path, sha256_hex(text.as_bytes()))
+    doc.compile(path, text)
 }
 
 fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
     let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     let mut options = serde_saphyr::RenderOptions::default();
     options.snippets = serde_saphyr::SnippetMode::Off;
-    let message = error
-        .render_with_options(options)
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .to_owned();
+    let message = error.render_with_options(options).lines().next().unwrap_or("invalid YAML").to_owned();
     ConfigError::Invalid {
         path: path.display().to_string(),
         line,
@@ -129,12 +120,115 @@ struct PolicyDoc {
     upstream: UpstreamDoc,
     #[serde(default)]
     transport: TransportDoc,
+    #[serde(default)]
+    identity: IdentityDoc,
     virtual_servers: Spanned<BTreeMap<String, Spanned<VirtualServerDoc>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityDoc {
+    #[serde(default)]
+    api_keys: Vec<Spanned<ApiKeyDoc>>,
+    #[serde(default)]
+    jwt: Vec<Spanned<JwtDoc>>,
+    #[serde(default)]
+    trusted_header: Option<Spanned<TrustedHeaderDoc>>,
+    #[serde(default)]
+    upstream_headers: Option<Spanned<UpstreamHeadersDoc>>,
+    #[serde(default)]
+    resource_metadata: ResourceMetadataDoc,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiKeyDoc {
+    id: String,
+    sha256: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtDoc {
+    issuer: String,
+    audiences: Vec<String>,
+    #[serde(default = "default_jwt_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default)]
+    jwks: Option<JwksDoc>,
+    /// Base64 shared secret for HS256/384/512.
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default = "default_leeway")]
+    leeway: HumanDuration,
+    #[serde(default)]
+    required_claims: Vec<String>,
+    #[serde(default = "default_groups_claim")]
+    groups_claim: String,
+    #[serde(default = "default_scopes_claim")]
+    scopes_claim: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwksDoc {
+    file: String,
+}
+
+fn default_jwt_algorithms() -> Vec<String> {
+    ["RS256", "PS256", "ES256", "EdDSA"].map(String::from).to_vec()
+}
+fn default_leeway() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_scopes_claim() -> String {
+    "scope".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustedHeaderDoc {
+    subject: String,
+    #[serde(default)]
+    groups: Option<String>,
+    from: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamHeadersDoc {
+    subject: String,
+    #[serde(default)]
+    groups: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceMetadataDoc {
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    authorization_servers: Vec<String>,
+    #[serde(default)]
+    scopes_supported: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VirtualServerDoc {
+    #[serde(default)]
+    anonymous: bool,
+    #[serde(default)]
+    credentials: Vec<String>,
+    #[serde(default)]
+    required_scopes: Vec<String>,
     #[serde(default)]
     denial: DenialDoc,
     #[serde(default)]
@@ -196,6 +290,8 @@ struct WhenDoc {
     groups: Vec<String>,
     #[serde(default)]
     subjects: Vec<String>,
+    #[serde(default)]
+    credentials: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,11 +307,7 @@ struct ListenDoc {
 
 impl Default for ListenDoc {
     fn default() -> Self {
-        Self {
-            proxy: default_proxy_addr(),
-            admin: default_admin_addr(),
-            drain: default_drain(),
-        }
+        Self { proxy: default_proxy_addr(), admin: default_admin_addr(), drain: default_drain() }
     }
 }
 
@@ -276,16 +368,10 @@ fn unspanned(value: &str) -> Spanned<String> {
     Spanned::new(value.to_owned(), unknown, unknown)
 }
 fn default_allowed_hosts() -> Vec<Spanned<String>> {
-    ["localhost", "127.0.0.1", "[::1]"]
-        .into_iter()
-        .map(unspanned)
-        .collect()
+    ["localhost", "127.0.0.1", "[::1]"].into_iter().map(unspanned).collect()
 }
 fn default_protocol_versions() -> Vec<Spanned<String>> {
-    ProtocolVersion::DEFAULT_SUPPORTED
-        .iter()
-        .map(|v| unspanned(v))
-        .collect()
+    ProtocolVersion::DEFAULT_SUPPORTED.iter().map(|v| unspanned(v)).collect()
 }
 fn default_max_body() -> ByteSize {
     ByteSize(4 << 20)
@@ -295,7 +381,7 @@ fn default_max_list_result() -> ByteSize {
 }
 
 impl PolicyDoc {
-    fn compile(self, path: &Path, sha256: String) -> Result<LoadedPolicy, ConfigError> {
+    fn compile(self, path: &Path, text: &str) -> Result<LoadedPolicy, ConfigError> {
         if self.version.value != POLICY_VERSION {
             return Err(invalid_at(
                 path,
@@ -306,13 +392,13 @@ impl PolicyDoc {
                 ),
             ));
         }
-        let listen = ListenSettings {
-            proxy: self.listen.proxy,
-            admin: self.listen.admin,
-            drain: self.listen.drain.0,
-        };
+        let listen =
+            ListenSettings { proxy: self.listen.proxy, admin: self.listen.admin, drain: self.listen.drain.0 };
         let upstream = self.upstream.compile(path)?;
         let transport = self.transport.compile(path)?;
+        let mut referenced = Vec::new();
+        let mut inputs = text.as_bytes().to_vec();
+        let identity = self.identity.compile(path, &mut referenced, &mut inputs)?;
         let mut virtual_servers = HashMap::new();
         if self.virtual_servers.value.is_empty() {
             return Err(invalid_at(
@@ -327,19 +413,13 @@ impl PolicyDoc {
             virtual_servers.insert(name, server);
         }
         let meta = PolicyMeta {
-            sha256,
+            sha256: sha256_hex(text.as_bytes()),
+            inputs_sha256: sha256_hex(&inputs),
+            referenced_files: referenced,
             generation: 0,
             loaded_at: std::time::SystemTime::now(),
         };
-        Ok(LoadedPolicy {
-            listen,
-            policy: Policy {
-                upstream,
-                transport,
-                virtual_servers,
-                meta,
-            },
-        })
+        Ok(LoadedPolicy { listen, policy: Policy { upstream, transport, identity, virtual_servers, meta } })
     }
 }
 
@@ -361,17 +441,9 @@ impl UpstreamDoc {
             return Err(invalid_at(path, &self.url, "upstream url needs a host"));
         };
         if self.timeout.0.is_zero() {
-            return Err(invalid_at(
-                path,
-                &self.url,
-                "upstream timeout must be greater than zero",
-            ));
+            return Err(invalid_at(path, &self.url, "upstream timeout must be greater than zero"));
         }
-        Ok(Upstream {
-            authority,
-            path: uri.path().to_owned(),
-            timeout: self.timeout.0,
-        })
+        Ok(Upstream { authority, path: uri.path().to_owned(), timeout: self.timeout.0 })
     }
 }
 
@@ -428,9 +500,7 @@ impl TransportDoc {
 /// limited to characters no URL normalisation changes.
 fn valid_server_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl VirtualServerDoc {
@@ -455,16 +525,18 @@ impl VirtualServerDoc {
         let mut rules = Vec::with_capacity(self.rules.len());
         for rule in self.rules {
             let when = &rule.when.value;
-            if when.groups.is_empty() && when.subjects.is_empty() {
+            if when.groups.is_empty() && when.subjects.is_empty() && when.credentials.is_empty() {
                 return Err(invalid_at(
                     path,
                     &rule.when,
-                    "a rule's `when` must name groups or subjects (grants for everyone belong in the base lists)",
+                    "a rule's `when` must name groups, subjects or credentials (grants for everyone belong in the base lists)",
                 ));
             }
             rules.push(Rule {
                 groups: when.groups.iter().cloned().collect(),
                 subjects: when.subjects.iter().cloned().collect(),
+                credentials: credential_kinds(&when.credentials)
+                    .map_err(|m| invalid_at(path, &rule.when, m))?,
                 grants: GrantsDoc {
                     tools: rule.tools,
                     prompts: rule.prompts,
@@ -478,13 +550,208 @@ impl VirtualServerDoc {
             DenialDoc::Hidden => DenialStyle::Hidden,
             DenialDoc::Explicit => DenialStyle::Explicit,
         };
-        Ok(VirtualServer {
-            name: name.to_owned(),
-            base,
-            rules,
-            denial,
-        })
+        let access = Access {
+            anonymous: self.anonymous,
+            credentials: credential_kinds(&self.credentials).map_err(|m| invalid_at(path, at, m))?,
+            required_scopes: self.required_scopes,
+        };
+        Ok(VirtualServer { name: name.to_owned(), base, rules, denial, access })
     }
+}
+
+fn credential_kinds(names: &[String]) -> Result<Vec<CredentialKind>, String> {
+    names
+        .iter()
+        .map(|name| {
+            CredentialKind::parse(name).ok_or_else(|| {
+                format!("unknown credential kind `{name}`: use anonymous, api_key, jwt, signature or trusted_header")
+            })
+        })
+        .collect()
+}
+
+fn header_name(text: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a valid header name"))
+}
+
+impl IdentityDoc {
+    fn compile(
+        self,
+        path: &Path,
+        referenced: &mut Vec<std::path::PathBuf>,
+        inputs: &mut Vec<u8>,
+    ) -> Result<Identity, ConfigError> {
+        let mut api_keys = Vec::with_capacity(self.api_keys.len());
+        for key in &self.api_keys {
+            let sha256 =
+                identity::api_key::parse_hash(&key.value.sha256).map_err(|m| invalid_at(path, key, m))?;
+            if api_keys.iter().any(|k: &identity::api_key::ApiKey| k.id == key.value.id || k.sha256 == sha256)
+            {
+                return Err(invalid_at(
+                    path,
+                    key,
+                    format_args!("API key `{}` repeats an id or a hash", key.value.id),
+                ));
+            }
+            api_keys.push(identity::api_key::ApiKey {
+                id: key.value.id.clone(),
+                sha256,
+                groups: key.value.groups.clone(),
+                scopes: key.value.scopes.clone(),
+            });
+        }
+        let mut jwt = Vec::with_capacity(self.jwt.len());
+        for issuer in &self.jwt {
+            jwt.push(compile_issuer(path, issuer, referenced, inputs)?);
+        }
+        let trusted_header = match &self.trusted_header {
+            None => None,
+            Some(doc) => {
+                let t = &doc.value;
+                let from = t
+                    .from
+                    .iter()
+                    .map(|n| IpNet::parse(n))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|m| invalid_at(path, doc, m))?;
+                if from.is_empty() {
+                    return Err(invalid_at(
+                        path,
+                        doc,
+                        "trusted_header.from must name the proxies' addresses",
+                    ));
+                }
+                Some(TrustedHeader {
+                    subject: header_name(&t.subject).map_err(|m| invalid_at(path, doc, m))?,
+                    groups: t
+                        .groups
+                        .as_deref()
+                        .map(header_name)
+                        .transpose()
+                        .map_err(|m| invalid_at(path, doc, m))?,
+                    from,
+                })
+            }
+        };
+        let upstream_headers = match &self.upstream_headers {
+            None => None,
+            Some(doc) => Some(UpstreamHeaders {
+                subject: header_name(&doc.value.subject).map_err(|m| invalid_at(path, doc, m))?,
+                groups: doc
+                    .value
+                    .groups
+                    .as_deref()
+                    .map(header_name)
+                    .transpose()
+                    .map_err(|m| invalid_at(path, doc, m))?,
+            }),
+        };
+        let metadata = ResourceMetadata {
+            base_url: self.resource_metadata.base_url.map(|u| u.trim_end_matches('/').to_owned()),
+            authorization_servers: self.resource_metadata.authorization_servers,
+            scopes_supported: self.resource_metadata.scopes_supported,
+        };
+        let mut identity =
+            Identity { api_keys, jwt, trusted_header, upstream_headers, metadata, strip_inbound: Vec::new() };
+        identity.strip_inbound = identity::headers_to_strip(&identity);
+        Ok(identity)
+    }
+}
+
+fn compile_issuer(
+    path: &Path,
+    doc: &Spanned<JwtDoc>,
+    referenced: &mut Vec<std::path::PathBuf>,
+    inputs: &mut Vec<u8>,
+) -> Result<identity::jwt::Issuer, ConfigError> {
+    use jsonwebtoken::Algorithm;
+    let j = &doc.value;
+    let mut algorithms = Vec::with_capacity(j.algorithms.len());
+    for name in &j.algorithms {
+        let alg = match name.as_str() {
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "PS256" => Algorithm::PS256,
+            "PS384" => Algorithm::PS384,
+            "PS512" => Algorithm::PS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            "EdDSA" => Algorithm::EdDSA,
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            other => {
+                return Err(invalid_at(
+                    path,
+                    doc,
+                    format_args!("unknown JWT algorithm `{other}` (`none` is never accepted)"),
+                ));
+            }
+        };
+        algorithms.push(alg);
+    }
+    if j.audiences.is_empty() {
+        return Err(invalid_at(
+            path,
+            doc,
+            "a JWT issuer needs at least one audience: the resource's URL (RFC 8707)",
+        ));
+    }
+    let keys = match &j.jwks {
+        None => Default::default(),
+        Some(jwks) => {
+            let file = path.parent().unwrap_or(Path::new(".")).join(&jwks.file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                invalid_at(path, doc, format_args!("cannot read JWKS {}: {e}", file.display()))
+            })?;
+            inputs.extend_from_slice(text.as_bytes());
+            referenced.push(file.clone());
+            identity::jwt::keys_from_jwks(&text)
+                .map_err(|m| invalid_at(path, doc, format_args!("{}: {m}", file.display())))?
+        }
+    };
+    let secret = match &j.secret {
+        None => None,
+        Some(b64) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| invalid_at(path, doc, "jwt secret must be base64"))?;
+            if bytes.len() < 32 {
+                return Err(invalid_at(path, doc, "a JWT shared secret must be at least 32 bytes"));
+            }
+            Some(jsonwebtoken::DecodingKey::from_secret(&bytes))
+        }
+    };
+    let uses_hmac =
+        algorithms.iter().any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+    if uses_hmac && secret.is_none() {
+        return Err(invalid_at(path, doc, "HS256/384/512 need a `secret`"));
+    }
+    if !uses_hmac && secret.is_some() {
+        return Err(invalid_at(
+            path,
+            doc,
+            "a `secret` is only for HS256/384/512; list one of them in `algorithms`",
+        ));
+    }
+    if algorithms.iter().any(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+        && j.jwks.is_none()
+    {
+        return Err(invalid_at(path, doc, "asymmetric algorithms need `jwks`"));
+    }
+    Ok(identity::jwt::Issuer {
+        issuer: j.issuer.clone(),
+        audiences: j.audiences.clone(),
+        algorithms,
+        leeway: j.leeway.0,
+        required_claims: j.required_claims.clone(),
+        groups_claim: j.groups_claim.clone(),
+        scopes_claim: j.scopes_claim.clone(),
+        keys,
+        secret,
+    })
 }
 
 impl GrantsDoc {
@@ -523,9 +790,7 @@ mod tests {
 
     #[test]
     fn minimal_policy_gets_safe_defaults() -> Result<(), ConfigError> {
-        let loaded = load(&format!(
-            "version: 1\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"
-        ))?;
+        let loaded = load(&format!("version: 1\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"))?;
         assert_eq!(loaded.listen.proxy, default_proxy_addr());
         assert_eq!(loaded.policy.upstream.path, "/mcp");
         assert_eq!(loaded.policy.transport.max_body, 4 << 20);
@@ -560,9 +825,7 @@ mod tests {
         assert!(message.starts_with("policy.yaml:6:7: "), "{message}");
         assert!(message.contains("scheme"), "{message}");
 
-        let message = error_of(&format!(
-            "version: 2\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"
-        ));
+        let message = error_of(&format!("version: 2\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"));
         assert!(message.starts_with("policy.yaml:1:10: "), "{message}");
 
         let message = error_of(&format!("version: 1\nupstream: {{ url: ftp://x/mcp }}\n{VS}"));
@@ -586,37 +849,23 @@ mod tests {
     #[test]
     fn virtual_servers_are_validated() {
         let head = "version: 1\nupstream: { url: http://x/mcp }\n";
-        let message = error_of(&format!(
-            "{head}virtual_servers:\n  Ops:\n    tools: {{ allow: [a] }}\n"
-        ));
+        let message = error_of(&format!("{head}virtual_servers:\n  Ops:\n    tools: {{ allow: [a] }}\n"));
         // Located at the server's body, the line after its name.
-        assert!(
-            message.starts_with("policy.yaml:5:5: ") && message.contains("`Ops`"),
-            "{message}"
-        );
-        let message = error_of(&format!(
-            "{head}virtual_servers:\n  ops:\n    tols: {{ allow: [a] }}\n"
-        ));
-        assert!(
-            message.starts_with("policy.yaml:5:5: ") && message.contains("tols"),
-            "{message}"
-        );
+        assert!(message.starts_with("policy.yaml:5:5: ") && message.contains("`Ops`"), "{message}");
+        let message = error_of(&format!("{head}virtual_servers:\n  ops:\n    tols: {{ allow: [a] }}\n"));
+        assert!(message.starts_with("policy.yaml:5:5: ") && message.contains("tols"), "{message}");
         let message = error_of(&format!(
             "{head}virtual_servers:\n  ops:\n    rules:\n      - when: {{}}\n        tools: {{ allow: [a] }}\n"
         ));
-        assert!(
-            message.starts_with("policy.yaml:6:") && message.contains("when"),
-            "{message}"
-        );
+        assert!(message.starts_with("policy.yaml:6:") && message.contains("when"), "{message}");
         let message = error_of(&format!(
             "{head}virtual_servers:\n  ops:\n    rules:\n      - when: {{ groups: [a] }}\n        tools: {{ alow: [a] }}\n"
         ));
         assert!(message.contains("alow"), "{message}");
         let message = error_of(&format!("{head}virtual_servers:\n  ops:\n    denial: loud\n"));
         assert!(message.starts_with("policy.yaml:5:"), "{message}");
-        let message = error_of(&format!(
-            "{head}virtual_servers:\n  ops:\n    tools: {{ allow: ['a', ''] }}\n"
-        ));
+        let message =
+            error_of(&format!("{head}virtual_servers:\n  ops:\n    tools: {{ allow: ['a', ''] }}\n"));
         assert!(message.contains("empty"), "{message}");
         let message = error_of(&format!("{head}virtual_servers: {{}}\n"));
         assert!(message.contains("at least one virtual server"), "{message}");
@@ -631,41 +880,18 @@ mod tests {
         let policy = loaded.policy;
         assert_eq!(policy.meta.sha256.len(), 64);
         let anon = crate::policy::Principal::anonymous();
-        let default = policy
-            .virtual_server("default")
-            .ok_or_else(|| panic_error("default"))?;
-        assert!(
-            default
-                .view(&anon)
-                .decide(crate::policy::ListKind::Tool, "search_web")
-                .is_allowed()
-        );
+        let default = policy.virtual_server("default").ok_or_else(|| panic_error("default"))?;
+        assert!(default.view(&anon).decide(crate::policy::ListKind::Tool, "search_web").is_allowed());
         let ops = policy.virtual_server("ops").ok_or_else(|| panic_error("ops"))?;
         assert_eq!(ops.denial, DenialStyle::Explicit);
-        assert!(
-            !ops.view(&anon)
-                .decide(crate::policy::ListKind::Tool, "restart_db")
-                .is_allowed()
-        );
-        let sre = crate::policy::Principal {
-            subject: "a".into(),
-            groups: vec!["sre".into()],
-        };
-        assert!(
-            ops.view(&sre)
-                .decide(crate::policy::ListKind::Tool, "restart_db")
-                .is_allowed()
-        );
+        assert!(!ops.view(&anon).decide(crate::policy::ListKind::Tool, "restart_db").is_allowed());
+        let sre = crate::policy::Principal::with_groups(CredentialKind::Jwt, "a", &["sre".into()]);
+        assert!(ops.view(&sre).decide(crate::policy::ListKind::Tool, "restart_db").is_allowed());
         Ok(())
     }
 
     fn panic_error(what: &str) -> ConfigError {
-        ConfigError::Invalid {
-            path: String::new(),
-            line: 0,
-            column: 0,
-            message: format!("missing {what}"),
-        }
+        ConfigError::Invalid { path: String::new(), line: 0, column: 0, message: format!("missing {what}") }
     }
 
     #[test]

@@ -18,18 +18,15 @@ impl HumanDuration {
             .find(|c: char| !c.is_ascii_digit())
             .ok_or_else(|| format!("duration `{text}` needs a unit: ms, s, m or h (e.g. 30s)"))?;
         let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("duration `{text}` must start with a whole number"))?;
+        let number: u64 =
+            number.parse().map_err(|_| format!("duration `{text}` must start with a whole number"))?;
         let duration = match unit {
             "ms" => Duration::from_millis(number),
             "s" => Duration::from_secs(number),
             "m" => Duration::from_secs(number.saturating_mul(60)),
             "h" => Duration::from_secs(number.saturating_mul(3600)),
             _ => {
-                return Err(format!(
-                    "duration `{text}` has unknown unit `{unit}`: use ms, s, m or h"
-                ));
+                return Err(format!("duration `{text}` has unknown unit `{unit}`: use ms, s, m or h"));
             }
         };
         Ok(Self(duration))
@@ -76,10 +73,7 @@ impl ByteSize {
                 ));
             }
         };
-        number
-            .checked_mul(factor)
-            .map(Self)
-            .ok_or_else(|| format!("size `{text}` is too large"))
+        number.checked_mul(factor).map(Self).ok_or_else(|| format!("size `{text}` is too large"))
     }
 }
 
@@ -95,9 +89,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map_err(E::custom)
@@ -113,28 +105,12 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(
-            HumanDuration::parse("250ms"),
-            Ok(HumanDuration(Duration::from_millis(250)))
-        );
-        assert_eq!(
-            HumanDuration::parse("30s"),
-            Ok(HumanDuration(Duration::from_secs(30)))
-        );
-        assert_eq!(
-            HumanDuration::parse("2m"),
-            Ok(HumanDuration(Duration::from_secs(120)))
-        );
-        assert_eq!(
-            HumanDuration::parse("1h"),
-            Ok(HumanDuration(Duration::from_secs(3600)))
-        );
+        assert_eq!(HumanDuration::parse("250ms"), Ok(HumanDuration(Duration::from_millis(250))));
+        assert_eq!(HumanDuration::parse("30s"), Ok(HumanDuration(Duration::from_secs(30))));
+        assert_eq!(HumanDuration::parse("2m"), Ok(HumanDuration(Duration::from_secs(120))));
+        assert_eq!(HumanDuration::parse("1h"), Ok(HumanDuration(Duration::from_secs(3600))));
         assert!(HumanDuration::parse("30").unwrap_err().contains("needs a unit"));
-        assert!(
-            HumanDuration::parse("3 days")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
+        assert!(HumanDuration::parse("3 days").unwrap_err().contains("unknown unit"));
         assert!(HumanDuration::parse("s").is_err());
     }
 
@@ -144,10 +120,6 @@ mod tests {
         assert_eq!(ByteSize::parse("10KB"), Ok(ByteSize(10_000)));
         assert_eq!(ByteSize::parse("512"), Ok(ByteSize(512)));
         assert!(ByteSize::parse("4 parsecs").unwrap_err().contains("unknown unit"));
-        assert!(
-            ByteSize::parse("99999999999999GiB")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(ByteSize::parse("99999999999999GiB").unwrap_err().contains("too large"));
     }
 }

@@ -215,9 +215,7 @@ impl<'de> Deserialize<'de> for Field<'de> {
 
 fn set_once<T, E: de::Error>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), E> {
     if slot.is_some() {
-        return Err(E::custom(format_args!(
-            "duplicate key `{key}` in the JSON-RPC message"
-        )));
+        return Err(E::custom(format_args!("duplicate key `{key}` in the JSON-RPC message")));
     }
     *slot = Some(value);
     Ok(())
@@ -363,12 +361,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                 ));
             }
         };
-        Ok(Message {
-            kind,
-            id,
-            method: method.map(|m| m.0),
-            params: params.unwrap_or_default(),
-        })
+        Ok(Message { kind, id, method: method.map(|m| m.0), params: params.unwrap_or_default() })
     }
 }
 
@@ -397,10 +390,7 @@ mod tests {
     fn invalid(body: &[u8]) -> String {
         match parse(body) {
             Err(EnvelopeError::Invalid(m)) => m,
-            other => panic!(
-                "expected Invalid for {:?}, got {other:?}",
-                String::from_utf8_lossy(body)
-            ),
+            other => panic!("expected Invalid for {:?}, got {other:?}", String::from_utf8_lossy(body)),
         }
     }
 
@@ -431,10 +421,7 @@ mod tests {
             single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).kind,
             Kind::Notification
         );
-        assert_eq!(
-            single(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).kind,
-            Kind::Response
-        );
+        assert_eq!(single(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).kind, Kind::Response);
         assert_eq!(
             single(r#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"x"}}"#).kind,
             Kind::Response
@@ -469,14 +456,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"x"}}}"#,
         );
         let reference = m.params.reference.as_ref();
-        assert_eq!(
-            reference.and_then(|r| r.kind.as_ref()).and_then(Field::as_str),
-            Some("ref/prompt")
-        );
-        assert_eq!(
-            reference.and_then(|r| r.name.as_ref()).and_then(Field::as_str),
-            Some("p")
-        );
+        assert_eq!(reference.and_then(|r| r.kind.as_ref()).and_then(Field::as_str), Some("ref/prompt"));
+        assert_eq!(reference.and_then(|r| r.name.as_ref()).and_then(Field::as_str), Some("p"));
         assert_eq!(m.params.name, None, "argument.name is not params.name");
         assert!(invalid(br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"}}}"#).contains("params.ref.name"));
     }
@@ -527,9 +508,7 @@ mod tests {
     fn batches() {
         let body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
         let payload = parse(body).map_err(|e| e.to_string());
-        let Ok(payload) = payload else {
-            panic!("{payload:?}")
-        };
+        let Ok(payload) = payload else { panic!("{payload:?}") };
         assert!(payload.is_batch());
         assert_eq!(payload.messages().len(), 2);
     }

@@ -60,9 +60,7 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
             });
             let matches = range_media.eq_ignore_ascii_case(media)
                 || range_media == "*/*"
-                || range_media
-                    .strip_suffix("/*")
-                    .is_some_and(|t| t.eq_ignore_ascii_case(want_type));
+                || range_media.strip_suffix("/*").is_some_and(|t| t.eq_ignore_ascii_case(want_type));
             if !matches {
                 continue;
             }
@@ -80,10 +78,7 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
 /// `charset=utf-8` allowed).
 pub fn is_json_content(headers: &HeaderMap) -> bool {
     match single(headers, &http::header::CONTENT_TYPE) {
-        SingleHeader::Value(v) => v
-            .split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON)),
+        SingleHeader::Value(v) => v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON)),
         _ => false,
     }
 }
@@ -127,9 +122,7 @@ pub fn check_standard_headers(headers: &HeaderMap, message: &Message<'_>) -> Res
         SingleHeader::Repeated => return Err("duplicate Mcp-Method header".into()),
         SingleHeader::NotText => return Err("Mcp-Method header is not valid text".into()),
         SingleHeader::Value(v) if v != method => {
-            return Err(format!(
-                "Mcp-Method header `{v}` does not match body method `{method}`"
-            ));
+            return Err(format!("Mcp-Method header `{v}` does not match body method `{method}`"));
         }
         SingleHeader::Value(_) => {}
     }
@@ -145,9 +138,9 @@ pub fn check_standard_headers(headers: &HeaderMap, message: &Message<'_>) -> Res
         SingleHeader::NotText => Err("Mcp-Name header is not valid text".into()),
         SingleHeader::Value(raw) => match decode_value(raw) {
             None => Err("Mcp-Name header is not valid Base64".into()),
-            Some(decoded) if decoded != expected => Err(format!(
-                "Mcp-Name header `{decoded}` does not match body params.{member} `{expected}`"
-            )),
+            Some(decoded) if decoded != expected => {
+                Err(format!("Mcp-Name header `{decoded}` does not match body params.{member} `{expected}`"))
+            }
             Some(_) => Ok(()),
         },
     }
@@ -173,10 +166,7 @@ mod tests {
     fn accept_ranges() {
         let h = headers(&[("accept", "application/json, text/event-stream")]);
         assert!(accepts(&h, JSON) && accepts(&h, EVENT_STREAM));
-        let h = headers(&[
-            ("accept", "application/json"),
-            ("accept", "text/event-stream;q=0.5"),
-        ]);
+        let h = headers(&[("accept", "application/json"), ("accept", "text/event-stream;q=0.5")]);
         assert!(accepts(&h, JSON) && accepts(&h, EVENT_STREAM));
         let h = headers(&[("accept", "*/*")]);
         assert!(accepts(&h, JSON) && accepts(&h, EVENT_STREAM));
@@ -190,10 +180,7 @@ mod tests {
 
     #[test]
     fn content_type() {
-        assert!(is_json_content(&headers(&[(
-            "content-type",
-            "application/json; charset=utf-8"
-        )])));
+        assert!(is_json_content(&headers(&[("content-type", "application/json; charset=utf-8")])));
         assert!(!is_json_content(&headers(&[("content-type", "text/plain")])));
         assert!(!is_json_content(&headers(&[
             ("content-type", "application/json"),
@@ -213,55 +200,28 @@ mod tests {
     #[test]
     fn standard_headers() {
         let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"héllo"}}"#;
-        assert!(
-            check(
-                &[("mcp-method", "tools/call"), ("mcp-name", "=?base64?aMOpbGxv?=")],
-                call
-            )
-            .is_ok()
-        );
+        assert!(check(&[("mcp-method", "tools/call"), ("mcp-name", "=?base64?aMOpbGxv?=")], call).is_ok());
         assert!(
             check(&[("mcp-method", "tools/call"), ("mcp-name", "other")], call)
                 .unwrap_err()
                 .contains("does not match")
         );
         assert!(
-            check(&[("mcp-method", "tools/call")], call)
-                .unwrap_err()
-                .contains("missing required Mcp-Name")
+            check(&[("mcp-method", "tools/call")], call).unwrap_err().contains("missing required Mcp-Name")
         );
         assert!(check(&[("mcp-method", "tools/list"), ("mcp-name", "héllo")], call).is_err());
         assert!(
-            check(
-                &[("mcp-method", "tools/call"), ("mcp-method", "tools/call")],
-                call
-            )
-            .unwrap_err()
-            .contains("duplicate")
+            check(&[("mcp-method", "tools/call"), ("mcp-method", "tools/call")], call)
+                .unwrap_err()
+                .contains("duplicate")
         );
         assert!(check(&[], r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).is_err());
+        assert!(check(&[], r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#).is_ok());
         assert!(
-            check(
-                &[],
-                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                &[("mcp-method", "ping")],
-                r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#
-            )
-            .is_err()
+            check(&[("mcp-method", "ping")], r#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#).is_err()
         );
         assert!(check(&[], r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).is_ok());
         let read = r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#;
-        assert!(
-            check(
-                &[("mcp-method", "resources/read"), ("mcp-name", "file:///a")],
-                read
-            )
-            .is_ok()
-        );
+        assert!(check(&[("mcp-method", "resources/read"), ("mcp-name", "file:///a")], read).is_ok());
     }
 }

@@ -229,10 +229,7 @@ fn filter_list(
             .and_then(|(_, v)| serde_json::from_str::<Cow<'_, str>>(v.get()).ok());
         match name {
             Some(name) if keep(kind, &name) => kept.push(item),
-            Some(name) => removed.push(Removed {
-                kind,
-                name: name.into_owned(),
-            }),
+            Some(name) => removed.push(Removed { kind, name: name.into_owned() }),
             None => {
                 return Err(Unfilterable(format!(
                     "an item of `{}` has no string `{name_key}`",
@@ -262,11 +259,7 @@ mod tests {
 
     fn run(text: &str, allowed: &[&str]) -> (Result<Outcome, Unfilterable>, Vec<Removed>) {
         let mut removed = Vec::new();
-        let outcome = filter(
-            text.as_bytes(),
-            &mut |_, name| allowed.contains(&name),
-            &mut removed,
-        );
+        let outcome = filter(text.as_bytes(), &mut |_, name| allowed.contains(&name), &mut removed);
         (outcome, removed)
     }
 
@@ -285,13 +278,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a","inputSchema":{"type":"object"}},{"name":"c","x":[1, 2]}],"nextCursor":"abc","_meta":{"k":1}}}"#
         );
         let (_, removed) = run(text, &["a", "c"]);
-        assert_eq!(
-            removed,
-            vec![Removed {
-                kind: ListKind::Tool,
-                name: "b".into()
-            }]
-        );
+        assert_eq!(removed, vec![Removed { kind: ListKind::Tool, name: "b".into() }]);
     }
 
     #[test]
@@ -315,10 +302,7 @@ mod tests {
         );
         let text =
             r#"{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[{"uriTemplate":"t/{x}","name":"t"}]}}"#;
-        assert_eq!(
-            rewritten(text, &[]),
-            r#"{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[]}}"#
-        );
+        assert_eq!(rewritten(text, &[]), r#"{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[]}}"#);
     }
 
     #[test]

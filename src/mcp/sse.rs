@@ -76,11 +76,7 @@ pub struct Splitter {
 
 impl Splitter {
     pub fn new(limit: usize) -> Self {
-        Self {
-            buffer: BytesMut::new(),
-            resume: 0,
-            limit,
-        }
+        Self { buffer: BytesMut::new(), resume: 0, limit }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
@@ -148,10 +144,7 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
         if rest.is_empty() {
             return None;
         }
-        let end = rest
-            .iter()
-            .position(|b| *b == b'\n' || *b == b'\r')
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|b| *b == b'\n' || *b == b'\r').unwrap_or(rest.len());
         let line = &rest[..end];
         let skip = match (rest.get(end), rest.get(end + 1)) {
             (Some(b'\r'), Some(b'\n')) => 2,
@@ -211,10 +204,7 @@ mod tests {
 
     #[test]
     fn events_in_one_chunk_and_across_chunks() -> Result<(), TooLarge> {
-        let events = all_events(
-            &[b"event: message\ndata: {\"a\":1}\n\nid: 2\ndata: x\n", b"\n"],
-            1024,
-        )?;
+        let events = all_events(&[b"event: message\ndata: {\"a\":1}\n\nid: 2\ndata: x\n", b"\n"], 1024)?;
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].data, b"{\"a\":1}");
         assert_eq!(&events[0].raw[..], b"event: message\ndata: {\"a\":1}\n\n");
@@ -225,21 +215,14 @@ mod tests {
             let (a, b) = bytes.split_at(split);
             let events = all_events(&[a, b], 1024)?;
             let datas: Vec<&[u8]> = events.iter().map(|e| &e.data[..]).collect();
-            assert_eq!(
-                datas,
-                vec![&b"first"[..], b"second", b"third"],
-                "split at {split}"
-            );
+            assert_eq!(datas, vec![&b"first"[..], b"second", b"third"], "split at {split}");
         }
         Ok(())
     }
 
     #[test]
     fn multi_line_data_and_comments() -> Result<(), TooLarge> {
-        let events = all_events(
-            &[b": keep-alive\ndata: {\"a\":\ndata: 1}\n: padding\nretry: 10\n\n"],
-            1024,
-        )?;
+        let events = all_events(&[b": keep-alive\ndata: {\"a\":\ndata: 1}\n: padding\nretry: 10\n\n"], 1024)?;
         assert_eq!(events[0].data, b"{\"a\":\n1}");
         assert!(events[0].has_data);
         let events = all_events(&[b": only a comment\n\n"], 1024)?;
@@ -249,29 +232,17 @@ mod tests {
 
     #[test]
     fn events_over_the_limit_are_refused() {
-        assert_eq!(
-            all_events(&[b"data: 0123456789\n\n"], 8).err(),
-            Some(TooLarge { limit: 8 })
-        );
+        assert_eq!(all_events(&[b"data: 0123456789\n\n"], 8).err(), Some(TooLarge { limit: 8 }));
         let mut splitter = Splitter::new(8);
         splitter.push(b"data: 0123456789");
-        assert!(
-            splitter.next_event().is_err(),
-            "an unfinished event over the limit is refused too"
-        );
+        assert!(splitter.next_event().is_err(), "an unfinished event over the limit is refused too");
     }
 
     #[test]
     fn rewriting_keeps_other_fields() -> Result<(), TooLarge> {
-        let events = all_events(
-            &[b"id: 7\nevent: message\n: note\ndata: {\"old\":\ndata: 1}\n\n"],
-            1024,
-        )?;
+        let events = all_events(&[b"id: 7\nevent: message\n: note\ndata: {\"old\":\ndata: 1}\n\n"], 1024)?;
         let rewritten = events[0].with_data(b"{\"new\":\n2}");
-        assert_eq!(
-            &rewritten[..],
-            b"id: 7\nevent: message\n: note\ndata: {\"new\":\ndata: 2}\n\n"
-        );
+        assert_eq!(&rewritten[..], b"id: 7\nevent: message\n: note\ndata: {\"new\":\ndata: 2}\n\n");
         Ok(())
     }
 }

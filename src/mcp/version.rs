@@ -32,9 +32,7 @@ impl ProtocolVersion {
         if shaped {
             Ok(Self(text.to_owned()))
         } else {
-            Err(format!(
-                "protocol version `{text}` must be a date, YYYY-MM-DD (e.g. 2025-06-18)"
-            ))
+            Err(format!("protocol version `{text}` must be a date, YYYY-MM-DD (e.g. 2025-06-18)"))
         }
     }
 

@@ -17,10 +17,7 @@ pub struct AllowedHosts {
 impl AllowedHosts {
     pub fn new(entries: Vec<String>) -> Self {
         let any = entries.iter().any(|e| e == "*");
-        Self {
-            any,
-            entries: entries.into_iter().filter(|e| e != "*").collect(),
-        }
+        Self { any, entries: entries.into_iter().filter(|e| e != "*").collect() }
     }
 
     /// Checks and lower-cases one policy entry.
@@ -99,9 +96,7 @@ pub struct AllowedOrigins {
 
 impl AllowedOrigins {
     pub fn new(entries: Vec<String>) -> Self {
-        Self {
-            entries: entries.into_iter().collect(),
-        }
+        Self { entries: entries.into_iter().collect() }
     }
 
     pub fn normalize_entry(entry: &str) -> Result<String, String> {
@@ -146,10 +141,7 @@ mod tests {
 
     fn hosts(entries: &[&str]) -> AllowedHosts {
         AllowedHosts::new(
-            entries
-                .iter()
-                .map(|e| AllowedHosts::normalize_entry(e).unwrap_or_default())
-                .collect(),
+            entries.iter().map(|e| AllowedHosts::normalize_entry(e).unwrap_or_default()).collect(),
         )
     }
 

@@ -6,9 +6,10 @@ mod hosts;
 pub mod pattern;
 mod virtual_server;
 
+pub use crate::identity::Principal;
 pub use hosts::{AllowedHosts, AllowedOrigins};
 pub use virtual_server::{
-    Decision, Denial, DenialStyle, Grants, ListKind, Principal, Rule, Source, View, VirtualServer,
+    Decision, Denial, DenialStyle, Grants, ListKind, Rule, Source, View, VirtualServer,
 };
 
 use crate::mcp::version::ProtocolVersion;
@@ -27,6 +28,7 @@ pub const DEFAULT_SERVER: &str = "default";
 pub struct Policy {
     pub upstream: Upstream,
     pub transport: Transport,
+    pub identity: crate::identity::Identity,
     pub virtual_servers: HashMap<String, VirtualServer>,
     pub meta: PolicyMeta,
 }
@@ -36,6 +38,11 @@ pub struct Policy {
 pub struct PolicyMeta {
     /// Hex SHA-256 of the policy file's bytes.
     pub sha256: String,
+    /// Hex SHA-256 over the policy file and every file it names (JWKS):
+    /// a reload is a no-op when this is unchanged.
+    pub inputs_sha256: String,
+    /// The files the policy names, whose directories are watched too.
+    pub referenced_files: Vec<std::path::PathBuf>,
     /// 1 for the policy loaded at start, +1 for each reload that took effect.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -89,9 +96,7 @@ pub struct PolicyStore {
 impl PolicyStore {
     pub fn new(mut policy: Policy) -> Self {
         policy.meta.generation = 1;
-        Self {
-            current: ArcSwap::from_pointee(policy),
-        }
+        Self { current: ArcSwap::from_pointee(policy) }
     }
 
     /// The snapshot one request is judged under.

@@ -55,10 +55,7 @@ impl Glob {
         if !literal.is_empty() {
             tokens.push(Token::Literal(literal));
         }
-        Self {
-            source: source.to_owned(),
-            tokens,
-        }
+        Self { source: source.to_owned(), tokens }
     }
 
     pub fn as_str(&self) -> &str {
@@ -144,10 +141,7 @@ pub fn validate(pattern: &str) -> Result<(), String> {
         return Err("a pattern cannot be empty".into());
     }
     if pattern.chars().any(char::is_control) {
-        return Err(format!(
-            "pattern `{}` contains a control character",
-            pattern.escape_debug()
-        ));
+        return Err(format!("pattern `{}` contains a control character", pattern.escape_debug()));
     }
     Ok(())
 }

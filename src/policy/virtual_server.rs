@@ -14,6 +14,7 @@
 //!   leading/trailing white space are never allowed.
 
 use super::pattern::PatternSet;
+use crate::identity::{Access, CredentialKind, Principal};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -27,12 +28,8 @@ pub enum ListKind {
 }
 
 impl ListKind {
-    pub const ALL: [ListKind; 4] = [
-        ListKind::Tool,
-        ListKind::Prompt,
-        ListKind::Resource,
-        ListKind::ResourceTemplate,
-    ];
+    pub const ALL: [ListKind; 4] =
+        [ListKind::Tool, ListKind::Prompt, ListKind::Resource, ListKind::ResourceTemplate];
 
     fn index(self) -> usize {
         self as usize
@@ -65,23 +62,6 @@ impl fmt::Display for ListKind {
     }
 }
 
-/// Who is calling. Until credentials are verified, every caller is the
-/// anonymous principal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub subject: String,
-    pub groups: Vec<String>,
-}
-
-impl Principal {
-    pub fn anonymous() -> Self {
-        Self {
-            subject: "anonymous".into(),
-            groups: Vec::new(),
-        }
-    }
-}
-
 /// Allow and deny patterns for each kind.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
@@ -102,17 +82,23 @@ impl Grants {
 }
 
 /// A rule: extra grants for principals in any of `groups` or with any of
-/// `subjects`.
+/// `subjects` (either, if both are given), and — if `credentials` is not
+/// empty — only when the request was authenticated by one of those kinds.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub groups: HashSet<String>,
     pub subjects: HashSet<String>,
+    pub credentials: Vec<CredentialKind>,
     pub grants: Grants,
 }
 
 impl Rule {
     fn applies_to(&self, principal: &Principal) -> bool {
-        self.subjects.contains(&principal.subject) || principal.groups.iter().any(|g| self.groups.contains(g))
+        let who = (self.groups.is_empty() && self.subjects.is_empty())
+            || self.subjects.contains(&principal.subject)
+            || principal.groups.iter().any(|g| self.groups.contains(g));
+        let how = self.credentials.is_empty() || self.credentials.contains(&principal.kind);
+        who && how
     }
 }
 
@@ -198,10 +184,7 @@ impl fmt::Display for Decision {
 /// `/private/key`. Encoded dots and separators hide the same trick.
 fn ambiguous_uri(uri: &str) -> bool {
     let lower = uri.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "\\"]
-        .iter()
-        .any(|needle| lower.contains(needle))
-    {
+    if ["%2e", "%2f", "%5c", "\\"].iter().any(|needle| lower.contains(needle)) {
         return true;
     }
     let path = match uri.split_once("://") {
@@ -218,6 +201,7 @@ pub struct VirtualServer {
     pub base: Grants,
     pub rules: Vec<Rule>,
     pub denial: DenialStyle,
+    pub access: Access,
 }
 
 /// A virtual server as one principal sees it: the base grants and the rules
@@ -238,11 +222,7 @@ impl VirtualServer {
                 rules |= 1 << i;
             }
         }
-        View {
-            server: self,
-            rules,
-            principal,
-        }
+        View { server: self, rules, principal }
     }
 }
 
@@ -258,11 +238,7 @@ impl View<'_> {
     fn grants(&self) -> impl Iterator<Item = (&Grants, Source)> {
         let base = std::iter::once((&self.server.base, Source::Base));
         let rules = self.server.rules.iter().enumerate().filter_map(|(i, rule)| {
-            let applies = if i < 64 {
-                self.rules & (1 << i) != 0
-            } else {
-                rule.applies_to(self.principal)
-            };
+            let applies = if i < 64 { self.rules & (1 << i) != 0 } else { rule.applies_to(self.principal) };
             applies.then_some((&rule.grants, Source::Rule(i + 1)))
         });
         base.chain(rules)
@@ -279,20 +255,14 @@ impl View<'_> {
         let folded = name.to_ascii_lowercase();
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.deny[k].find(&folded) {
-                return Decision::Denied(Denial::DeniedBy {
-                    pattern: pattern.to_owned(),
-                    source,
-                });
+                return Decision::Denied(Denial::DeniedBy { pattern: pattern.to_owned(), source });
             }
         }
         let mut glob_only: Option<String> = None;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.allow[k].find(name) {
                 if name.is_ascii() || pattern == name {
-                    return Decision::Allowed {
-                        pattern: pattern.to_owned(),
-                        source,
-                    };
+                    return Decision::Allowed { pattern: pattern.to_owned(), source };
                 }
                 glob_only.get_or_insert_with(|| pattern.to_owned());
             }
@@ -309,42 +279,35 @@ mod tests {
     use super::*;
 
     fn kinds(tools: &[&str]) -> [Vec<String>; 4] {
-        [
-            tools.iter().map(|s| s.to_string()).collect(),
-            vec![],
-            vec![],
-            vec![],
-        ]
+        [tools.iter().map(|s| s.to_string()).collect(), vec![], vec![], vec![]]
     }
 
     fn server() -> VirtualServer {
         VirtualServer {
             name: "ops".into(),
-            base: Grants::new(
-                kinds(&["status", "search_*", "*"]),
-                kinds(&["*_admin", "delete_*"]),
-            ),
+            base: Grants::new(kinds(&["status", "search_*", "*"]), kinds(&["*_admin", "delete_*"])),
             rules: vec![
                 Rule {
                     groups: ["sre".to_string()].into(),
                     subjects: HashSet::new(),
+                    credentials: vec![],
                     grants: Grants::new(kinds(&["restart_*"]), kinds(&[])),
                 },
                 Rule {
                     groups: HashSet::new(),
                     subjects: ["mallory".to_string()].into(),
+                    credentials: vec![],
                     grants: Grants::new(kinds(&[]), kinds(&["search_*"])),
                 },
             ],
             denial: DenialStyle::Hidden,
+            access: Access::default(),
         }
     }
 
     fn principal(subject: &str, groups: &[&str]) -> Principal {
-        Principal {
-            subject: subject.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        }
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        Principal::with_groups(CredentialKind::Jwt, subject, &groups)
     }
 
     #[test]
@@ -354,29 +317,17 @@ mod tests {
         let view = vs.view(&anon);
         assert_eq!(
             view.decide(ListKind::Tool, "status"),
-            Decision::Allowed {
-                pattern: "status".into(),
-                source: Source::Base
-            }
+            Decision::Allowed { pattern: "status".into(), source: Source::Base }
         );
         assert_eq!(
             view.decide(ListKind::Tool, "search_web"),
-            Decision::Allowed {
-                pattern: "search_*".into(),
-                source: Source::Base
-            }
+            Decision::Allowed { pattern: "search_*".into(), source: Source::Base }
         );
         assert_eq!(
             view.decide(ListKind::Tool, "user_admin"),
-            Decision::Denied(Denial::DeniedBy {
-                pattern: "*_admin".into(),
-                source: Source::Base
-            })
+            Decision::Denied(Denial::DeniedBy { pattern: "*_admin".into(), source: Source::Base })
         );
-        assert!(
-            !view.decide(ListKind::Prompt, "status").is_allowed(),
-            "kinds are separate"
-        );
+        assert!(!view.decide(ListKind::Prompt, "status").is_allowed(), "kinds are separate");
     }
 
     #[test]
@@ -389,11 +340,31 @@ mod tests {
         let mallory = principal("mallory", &[]);
         assert_eq!(
             vs.view(&mallory).decide(ListKind::Tool, "search_web"),
-            Decision::Denied(Denial::DeniedBy {
-                pattern: "search_*".into(),
-                source: Source::Rule(2)
-            })
+            Decision::Denied(Denial::DeniedBy { pattern: "search_*".into(), source: Source::Rule(2) })
         );
+    }
+
+    #[test]
+    fn rules_can_require_a_credential_kind() {
+        let vs = VirtualServer {
+            name: "w".into(),
+            base: Grants::new(kinds(&["read_*"]), kinds(&[])),
+            rules: vec![Rule {
+                groups: HashSet::new(),
+                subjects: HashSet::new(),
+                credentials: vec![CredentialKind::Signature],
+                grants: Grants::new(kinds(&["write_*"]), kinds(&[])),
+            }],
+            denial: DenialStyle::Hidden,
+            access: Access::default(),
+        };
+        let anon = Principal::anonymous();
+        assert!(vs.view(&anon).decide(ListKind::Tool, "read_x").is_allowed());
+        assert!(!vs.view(&anon).decide(ListKind::Tool, "write_x").is_allowed());
+        let signed = Principal::with_groups(CredentialKind::Signature, "agent-7", &[]);
+        assert!(vs.view(&signed).decide(ListKind::Tool, "write_x").is_allowed());
+        let bearer = Principal::with_groups(CredentialKind::Jwt, "agent-7", &[]);
+        assert!(!vs.view(&bearer).decide(ListKind::Tool, "write_x").is_allowed());
     }
 
     #[test]
@@ -403,12 +374,10 @@ mod tests {
             base: Grants::default(),
             rules: vec![],
             denial: DenialStyle::Hidden,
+            access: Access::default(),
         };
         let anon = Principal::anonymous();
-        assert_eq!(
-            vs.view(&anon).decide(ListKind::Tool, "anything"),
-            Decision::Denied(Denial::NotAllowed)
-        );
+        assert_eq!(vs.view(&anon).decide(ListKind::Tool, "anything"), Decision::Denied(Denial::NotAllowed));
     }
 
     #[test]
@@ -439,18 +408,11 @@ mod tests {
             ),
             rules: vec![],
             denial: DenialStyle::Hidden,
+            access: Access::default(),
         };
         let files = files.view(&anon);
-        assert!(
-            files
-                .decide(ListKind::Resource, "file:///public/a/b.md")
-                .is_allowed()
-        );
-        assert!(
-            files
-                .decide(ListKind::Resource, "file:///public/a..b.md")
-                .is_allowed()
-        );
+        assert!(files.decide(ListKind::Resource, "file:///public/a/b.md").is_allowed());
+        assert!(files.decide(ListKind::Resource, "file:///public/a..b.md").is_allowed());
         for uri in [
             "file:///public/../private/key",
             "file:///public/./x",
@@ -470,6 +432,7 @@ mod tests {
             base: Grants::new(kinds(&["ünïcode"]), kinds(&[])),
             rules: vec![],
             denial: DenialStyle::Hidden,
+            access: Access::default(),
         };
         assert!(exact.view(&anon).decide(ListKind::Tool, "ünïcode").is_allowed());
     }

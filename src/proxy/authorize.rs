@@ -100,19 +100,11 @@ pub fn authorize(
                 .enumerate()
                 .filter(|(_, m)| m.kind == Kind::Request)
                 .map(|(i, m)| {
-                    let error = refusals
-                        .iter()
-                        .find(|(r, _)| *r == i)
-                        .map(|(_, e)| e)
-                        .unwrap_or(&not_run);
+                    let error = refusals.iter().find(|(r, _)| *r == i).map(|(_, e)| e).unwrap_or(&not_run);
                     answer(m.id, error)
                 })
                 .collect();
-            if answers.is_empty() {
-                accepted()
-            } else {
-                json_response(&Value::Array(answers))
-            }
+            if answers.is_empty() { accepted() } else { json_response(&Value::Array(answers)) }
         }
     })
 }
@@ -128,11 +120,7 @@ pub fn denial_error(style: DenialStyle, kind: ListKind, name: &str, protocol: &s
             ListKind::Tool => json!({ "code": -32602, "message": format!("Unknown tool: {shown}") }),
             ListKind::Prompt => json!({ "code": -32602, "message": format!("Unknown prompt: {shown}") }),
             ListKind::Resource => {
-                let code = if version::requires_standard_headers(protocol) {
-                    -32602
-                } else {
-                    -32002
-                };
+                let code = if version::requires_standard_headers(protocol) { -32602 } else { -32002 };
                 json!({ "code": code, "message": "Resource not found", "data": { "uri": shown } })
             }
             ListKind::ResourceTemplate => {
@@ -156,17 +144,13 @@ pub fn denial_error(style: DenialStyle, kind: ListKind, name: &str, protocol: &s
 }
 
 fn answer(id: Option<&RawValue>, error: &Value) -> Value {
-    let id = id
-        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-        .unwrap_or(Value::Null);
+    let id = id.and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok()).unwrap_or(Value::Null);
     json!({ "jsonrpc": "2.0", "id": id, "error": error })
 }
 
 fn json_response(body: &Value) -> Response<ProxyBody> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -183,10 +167,7 @@ mod tests {
     #[test]
     fn hidden_denials_look_like_absence() {
         let e = denial_error(DenialStyle::Hidden, ListKind::Tool, "delete_all", "2025-06-18");
-        assert_eq!(
-            e,
-            json!({ "code": -32602, "message": "Unknown tool: delete_all" })
-        );
+        assert_eq!(e, json!({ "code": -32602, "message": "Unknown tool: delete_all" }));
         let e = denial_error(DenialStyle::Hidden, ListKind::Resource, "file:///x", "2025-06-18");
         assert_eq!(e["code"], -32002);
         let e = denial_error(DenialStyle::Hidden, ListKind::Resource, "file:///x", "2026-07-28");

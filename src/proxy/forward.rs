@@ -6,10 +6,11 @@
 //! happen before this point, in the pipeline.
 
 use super::refusal::{Refusal, code};
+use crate::identity::{self, Identity, Principal};
 use crate::policy::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -39,9 +40,8 @@ impl UpstreamClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let client =
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         Self { client }
     }
 
@@ -131,12 +131,14 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// edge that saw the peer, and a client's own claims are not evidence.
 pub fn upstream_request(
     upstream: &Upstream,
-    method: Method,
-    uri: &Uri,
-    mut headers: HeaderMap,
+    parts: http::request::Parts,
     peer: SocketAddr,
     body: Bytes,
+    identity: &Identity,
+    principal: &Principal,
 ) -> Result<Request<Full<Bytes>>, Refusal> {
+    let http::request::Parts { method, uri, mut headers, .. } = parts;
+    let uri = &uri;
     let path_and_query = match uri.query() {
         Some(query) => format!("{}?{query}", upstream.path),
         None => upstream.path.clone(),
@@ -148,11 +150,18 @@ pub fn upstream_request(
         .build()
         .map_err(|_| Refusal::bad_request("invalid_uri", "The request's query cannot be forwarded"))?;
 
-    let client_host = headers.get(header::HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let client_host = headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     strip_hop_by_hop(&mut headers);
+    // MCP forbids token passthrough: the client's credentials stay here.
+    for name in &identity.strip_inbound {
+        headers.remove(name);
+    }
+    for (name, value) in identity::upstream_identity(identity, principal) {
+        headers.insert(name, value);
+    }
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::HOST);
     for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
@@ -237,10 +246,7 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
@@ -261,14 +267,17 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("gw.example.com"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         headers.insert("last-event-id", HeaderValue::from_static("7"));
-        let uri: Uri = "/mcp?x=1".parse()?;
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = http::Method::GET;
+        parts.uri = "/mcp?x=1".parse()?;
+        parts.headers = headers;
         let request = upstream_request(
             &upstream,
-            Method::GET,
-            &uri,
-            headers,
+            parts,
             "192.0.2.9:5000".parse()?,
             Bytes::new(),
+            &Identity::default(),
+            &Principal::anonymous(),
         )
         .map_err(|r| r.message)?;
         assert_eq!(request.uri(), "http://10.0.0.1:8080/mcp?x=1");

@@ -42,10 +42,9 @@ pub fn origin(headers: &HeaderMap, transport: &Transport) -> Result<(), Refusal>
         }
         SingleHeader::Absent => Ok(()),
         SingleHeader::Value(origin) if transport.allowed_origins.allows(origin) => Ok(()),
-        SingleHeader::Value(origin) => Err(Refusal::forbidden(
-            "origin",
-            format!("Origin `{}` is not allowed", printable(origin)),
-        )),
+        SingleHeader::Value(origin) => {
+            Err(Refusal::forbidden("origin", format!("Origin `{}` is not allowed", printable(origin))))
+        }
         SingleHeader::Repeated => Err(Refusal::forbidden("origin", "More than one Origin header")),
         SingleHeader::NotText => Err(Refusal::forbidden("origin", "Origin header is not valid text")),
     }
@@ -120,10 +119,7 @@ pub fn protocol_version<'a>(
             ));
         }
         SingleHeader::NotText => {
-            return Err(Refusal::bad_request(
-                "protocol_version",
-                "MCP-Protocol-Version is not valid text",
-            ));
+            return Err(Refusal::bad_request("protocol_version", "MCP-Protocol-Version is not valid text"));
         }
     };
     if !transport.supports(version) {
@@ -162,13 +158,8 @@ pub fn payload_shape(headers: &HeaderMap, payload: &Payload<'_>, version: &str) 
         )),
         Payload::Single(message) if version::requires_standard_headers(version) => {
             headers::check_standard_headers(headers, message).map_err(|m| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    code::HEADER_MISMATCH,
-                    "header_mismatch",
-                    m,
-                )
-                .with_id(message.id)
+                Refusal::new(StatusCode::BAD_REQUEST, code::HEADER_MISMATCH, "header_mismatch", m)
+                    .with_id(message.id)
             })
         }
         _ => Ok(()),
@@ -178,8 +169,5 @@ pub fn payload_shape(headers: &HeaderMap, payload: &Payload<'_>, version: &str) 
 /// Caller-supplied text quoted in a message: at most 100 characters, with
 /// control characters replaced.
 fn printable(text: &str) -> String {
-    text.chars()
-        .take(100)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    text.chars().take(100).map(|c| if c.is_control() { '?' } else { c }).collect()
 }

@@ -74,8 +74,7 @@ impl Judge {
         .map_err(|e| e.to_string())?;
         for kind in ListKind::ALL {
             let denied = removed.iter().filter(|r| r.kind == kind).count() as u64;
-            self.metrics
-                .list_decisions(&self.server, kind, kept[kind as usize], denied);
+            self.metrics.list_decisions(&self.server, kind, kept[kind as usize], denied);
         }
         if !removed.is_empty() {
             telemetry::audit_list_filtered(&self.server, &self.principal, &removed);
@@ -123,10 +122,7 @@ enum Media {
 }
 
 fn media(headers: &HeaderMap) -> Media {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = value.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
         Media::Json
@@ -155,9 +151,7 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
                         Err(reason) => Err(reason),
                     }
                 }
-                Err(_) => Err(format!(
-                    "the answer exceeds transport.max_list_result ({limit} bytes)"
-                )),
+                Err(_) => Err(format!("the answer exceeds transport.max_list_result ({limit} bytes)")),
             };
             parts.headers.remove(header::CONTENT_LENGTH);
             match verdict {
@@ -189,19 +183,12 @@ struct FilteredEvents {
 impl FilteredEvents {
     fn new(judge: Arc<Judge>, inner: UpstreamBody) -> Self {
         let limit = judge.limit();
-        Self {
-            judge,
-            inner,
-            splitter: Splitter::new(limit),
-            ready: VecDeque::new(),
-            ended: false,
-        }
+        Self { judge, inner, splitter: Splitter::new(limit), ready: VecDeque::new(), ended: false }
     }
 
     fn refuse(&mut self, reason: &str) {
         for error in self.judge.refusals(reason) {
-            self.ready
-                .push_back(sse::message_event(error.to_string().as_bytes()));
+            self.ready.push_back(sse::message_event(error.to_string().as_bytes()));
         }
         self.ended = true;
     }

@@ -12,6 +12,7 @@
 //! | forward                                | 502 / 504 |
 //! | filter list results in the answer ([`inspect`]) | JSON-RPC error (fail closed) |
 
+pub mod auth;
 pub mod authorize;
 pub mod forward;
 pub mod guard;
@@ -21,8 +22,9 @@ pub mod refusal;
 pub use forward::UpstreamClient;
 pub use refusal::Refusal;
 
+use crate::identity;
 use crate::mcp::envelope::{self, Kind, Payload};
-use crate::policy::{DEFAULT_SERVER, Policy, Principal, VirtualServer};
+use crate::policy::{DEFAULT_SERVER, Policy, VirtualServer};
 use crate::telemetry::{Metrics, rpc_method_label};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -61,10 +63,7 @@ pub async fn handle(
     let policy = gateway.policy.load();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut exchange = Exchange {
-        rpc_method: "",
-        refusal: None,
-    };
+    let mut exchange = Exchange { rpc_method: "", refusal: None };
     let response = match pipeline(&gateway, &policy, request, peer, &mut exchange).await {
         Ok(response) => response,
         Err(refusal) => {
@@ -76,9 +75,7 @@ pub async fn handle(
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    gateway
-        .metrics
-        .request(&method, exchange.rpc_method, status, elapsed);
+    gateway.metrics.request(&method, exchange.rpc_method, status, elapsed);
     tracing::info!(
         target: "toolgate::access",
         %peer,
@@ -100,11 +97,17 @@ async fn pipeline(
     peer: SocketAddr,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let server = route(policy, request.uri().path())?;
     let transport = &policy.transport;
+    if let Some(suffix) = request.uri().path().strip_prefix(auth::METADATA_PREFIX) {
+        guard::host(request.uri(), request.headers(), transport)?;
+        guard::origin(request.headers(), transport)?;
+        return auth::metadata(policy, suffix, request.method(), request.headers(), request.uri());
+    }
+    let server = route(policy, request.uri().path())?;
     guard::host(request.uri(), request.headers(), transport)?;
     guard::origin(request.headers(), transport)?;
-    let principal = Principal::anonymous();
+    let principal = identity::authenticate(&policy.identity, &server.access, request.headers(), peer.ip())
+        .map_err(|error| auth::refusal(error, policy, server, request.headers(), request.uri()))?;
     let view = server.view(&principal);
 
     let (parts, body) = request.into_parts();
@@ -153,13 +156,10 @@ async fn pipeline(
     };
 
     let upstream = &policy.upstream;
-    let outbound = forward::upstream_request(upstream, parts.method, &parts.uri, parts.headers, peer, body)?;
+    let outbound = forward::upstream_request(upstream, parts, peer, body, &policy.identity, &principal)?;
     let started = Instant::now();
     let result = gateway.upstream.send(upstream, outbound).await;
-    gateway.metrics.upstream_answered(
-        started.elapsed(),
-        result.as_ref().map(|r| r.status().as_u16()).ok(),
-    );
+    gateway.metrics.upstream_answered(started.elapsed(), result.as_ref().map(|r| r.status().as_u16()).ok());
     let response = result?;
     Ok(match inspect_for {
         None => response.map(|body| body.boxed_unsync()),
@@ -184,17 +184,12 @@ fn route<'p>(policy: &'p Policy, path: &str) -> Result<&'p VirtualServer, Refusa
     let name = if path == "/mcp" {
         DEFAULT_SERVER
     } else {
-        match path
-            .strip_prefix("/servers/")
-            .and_then(|rest| rest.strip_suffix("/mcp"))
-        {
+        match path.strip_prefix("/servers/").and_then(|rest| rest.strip_suffix("/mcp")) {
             Some(name) if !name.is_empty() && !name.contains('/') => name,
             _ => return Err(Refusal::not_found(path)),
         }
     };
-    policy
-        .virtual_server(name)
-        .ok_or_else(|| Refusal::not_found(path))
+    policy.virtual_server(name).ok_or_else(|| Refusal::not_found(path))
 }
 
 /// Reads a POST body up to `limit` bytes. A declared `Content-Length` over
@@ -214,10 +209,7 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(Refusal::bad_request(
-            "body_read",
-            "The request body could not be read",
-        )),
+        Err(_) => Err(Refusal::bad_request("body_read", "The request body could not be read")),
     }
 }
 

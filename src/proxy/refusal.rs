@@ -27,23 +27,23 @@ pub struct Refusal {
     pub reason: &'static str,
     id: Option<Box<RawValue>>,
     allow: Option<&'static str>,
+    challenge: Option<String>,
 }
 
 impl Refusal {
     pub fn new(status: StatusCode, code: i32, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            reason,
-            id: None,
-            allow: None,
-        }
+        Self { status, code, message: message.into(), reason, id: None, allow: None, challenge: None }
     }
 
     /// Echo the id of the message being refused, when it is known.
     pub fn with_id(mut self, id: Option<&RawValue>) -> Self {
         self.id = id.map(ToOwned::to_owned);
+        self
+    }
+
+    /// Adds a `WWW-Authenticate` challenge (RFC 6750 §3, RFC 9728 §5.1).
+    pub fn with_challenge(mut self, challenge: String) -> Self {
+        self.challenge = Some(challenge);
         self
     }
 
@@ -94,16 +94,16 @@ impl Refusal {
         let body = Body {
             jsonrpc: "2.0",
             id: self.id.as_deref(),
-            error: Error {
-                code: self.code,
-                message: &self.message,
-            },
+            error: Error { code: self.code, message: &self.message },
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(challenge) = self.challenge.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
@@ -114,12 +114,9 @@ impl Refusal {
 impl From<EnvelopeError> for Refusal {
     fn from(error: EnvelopeError) -> Self {
         match error {
-            EnvelopeError::Parse(_) => Self::new(
-                StatusCode::BAD_REQUEST,
-                code::PARSE_ERROR,
-                "parse_error",
-                error.to_string(),
-            ),
+            EnvelopeError::Parse(_) => {
+                Self::new(StatusCode::BAD_REQUEST, code::PARSE_ERROR, "parse_error", error.to_string())
+            }
             EnvelopeError::Invalid(_) => Self::bad_request("invalid_request", error.to_string()),
         }
     }
@@ -132,34 +129,16 @@ mod tests {
     #[tokio::test]
     async fn body_is_a_json_rpc_error() {
         let id = RawValue::from_string("\"abc\"".into()).ok();
-        let response = Refusal::bad_request("x", "nope")
-            .with_id(id.as_deref())
-            .into_response();
+        let response = Refusal::bad_request("x", "nope").with_id(id.as_deref()).into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        assert_eq!(
-            &body[..],
-            br#"{"jsonrpc":"2.0","id":"abc","error":{"code":-32600,"message":"nope"}}"#
-        );
+        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        assert_eq!(&body[..], br#"{"jsonrpc":"2.0","id":"abc","error":{"code":-32600,"message":"nope"}}"#);
     }
 
     #[tokio::test]
     async fn unknown_id_is_null() {
         let response = Refusal::forbidden("x", "no").into_response();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        assert_eq!(
-            &body[..],
-            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"no"}}"#
-        );
+        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        assert_eq!(&body[..], br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"no"}}"#);
     }
 }

@@ -44,11 +44,7 @@ fn object_schema() -> Arc<rmcp::model::JsonObject> {
 impl ServerHandler for SampleServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_prompts()
-                .enable_resources()
-                .build(),
+            ServerCapabilities::builder().enable_tools().enable_prompts().enable_resources().build(),
         )
         .with_instructions("toolgate test server")
     }
@@ -60,11 +56,7 @@ impl ServerHandler for SampleServer {
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(vec![
             Tool::new("echo", "Repeat the text", object_schema()),
-            Tool::new(
-                "progress",
-                "Report progress three times, then answer",
-                object_schema(),
-            ),
+            Tool::new("progress", "Report progress three times, then answer", object_schema()),
             Tool::new("delete_everything", "An admin tool", object_schema()),
         ]))
     }
@@ -106,11 +98,7 @@ impl ServerHandler for SampleServer {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(vec![Prompt::new(
-            "greet",
-            Some("Say hello"),
-            None,
-        )]))
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new("greet", Some("Say hello"), None)]))
     }
 
     async fn get_prompt(
@@ -119,10 +107,7 @@ impl ServerHandler for SampleServer {
         _: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         if request.name != "greet" {
-            return Err(ErrorData::invalid_params(
-                format!("Unknown prompt: {}", request.name),
-                None,
-            ));
+            return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", request.name), None));
         }
         Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, "Hello!")]).into())
     }
@@ -143,9 +128,10 @@ impl ServerHandler for SampleServer {
         _: Option<PaginatedRequestParams>,
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(vec![
-            ResourceTemplate::new("mem://public/{name}", "public"),
-        ]))
+        Ok(ListResourceTemplatesResult::with_all_items(vec![ResourceTemplate::new(
+            "mem://public/{name}",
+            "public",
+        )]))
     }
 
     async fn read_resource(
@@ -208,9 +194,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         loop {
@@ -244,13 +228,7 @@ pub struct Gate {
 impl Gate {
     /// A toolgate running elsewhere (the binary), for helpers that take a Gate.
     pub fn external(addr: SocketAddr, admin: SocketAddr) -> Self {
-        Self {
-            addr,
-            admin,
-            policy_file: PathBuf::new(),
-            stop: None,
-            task: None,
-        }
+        Self { addr, admin, policy_file: PathBuf::new(), stop: None, task: None }
     }
 
     pub fn url(&self) -> String {
@@ -290,17 +268,13 @@ pub fn scratch_dir() -> PathBuf {
 }
 
 /// A default virtual server that lets everything through.
-pub const ALLOW_ALL: &str = "virtual_servers:\n  default:\n    tools: { allow: ['*'] }\n    prompts: { allow: ['*'] }\n    resources: { allow: ['**'] }\n    resource_templates: { allow: ['**'] }\n";
+pub const ALLOW_ALL: &str = "virtual_servers:\n  default:\n    anonymous: true\n    tools: { allow: ['*'] }\n    prompts: { allow: ['*'] }\n    resources: { allow: ['**'] }\n    resource_templates: { allow: ['**'] }\n";
 
 /// A policy in front of `upstream`, with extra YAML for the `transport:`
 /// section (indented by two spaces) and for the top level. Without
 /// `virtual_servers` in `top`, the default one allows everything.
 pub fn policy(upstream: SocketAddr, transport: &str, top: &str) -> String {
-    let servers = if top.contains("virtual_servers:") {
-        ""
-    } else {
-        ALLOW_ALL
-    };
+    let servers = if top.contains("virtual_servers:") { "" } else { ALLOW_ALL };
     format!(
         "version: 1\nlisten:\n  drain: 5s\nupstream:\n  url: http://{upstream}/mcp\n  timeout: 5s\ntransport:\n  allowed_hosts: [localhost, 127.0.0.1]\n{transport}\n{top}\n{servers}"
     )
@@ -333,13 +307,7 @@ pub async fn start_gate_with_file(policy_file: &std::path::Path) -> Gate {
             })
             .await;
     });
-    Gate {
-        addr,
-        admin,
-        policy_file,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    Gate { addr, admin, policy_file, stop: Some(stop), task: Some(task) }
 }
 
 /// Starts the SDK upstream and toolgate in front of it with default rules.
@@ -373,10 +341,8 @@ impl Reply {
 }
 
 /// The headers a compliant client sends with a POST.
-pub const POST_HEADERS: &[(&str, &str)] = &[
-    ("content-type", "application/json"),
-    ("accept", "application/json, text/event-stream"),
-];
+pub const POST_HEADERS: &[(&str, &str)] =
+    &[("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -415,16 +381,10 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let response = open(addr, method, path, headers, Full::new(body.into()))
-        .await
-        .expect("response");
+    let response = open(addr, method, path, headers, Full::new(body.into())).await.expect("response");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Reply { status: parts.status, headers: parts.headers, body }
 }
 
 /// The headers of a compliant 2025-06-18 client's POST.
@@ -468,10 +428,7 @@ pub async fn raw_session(addr: SocketAddr) -> String {
         .to_owned();
     let ack = post(
         addr,
-        &[
-            ("mcp-session-id", &session),
-            ("mcp-protocol-version", "2025-06-18"),
-        ],
+        &[("mcp-session-id", &session), ("mcp-protocol-version", "2025-06-18")],
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
     )
     .await;
@@ -493,10 +450,9 @@ pub async fn start_scripted_sse_upstream() -> (SocketAddr, tokio::sync::mpsc::Re
             let _ = handoff.send(sender).await;
             let body = http_body_util::StreamBody::new(ChannelStream(receiver));
             let mut response = http::Response::new(body);
-            response.headers_mut().insert(
-                "content-type",
-                http::HeaderValue::from_static("text/event-stream"),
-            );
+            response
+                .headers_mut()
+                .insert("content-type", http::HeaderValue::from_static("text/event-stream"));
             response
         }
     })
@@ -512,9 +468,7 @@ impl futures_core::Stream for ChannelStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0
-            .poll_recv(cx)
-            .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
 
@@ -550,11 +504,8 @@ pub const CATALOG_RESOURCES: &[&str] = &[
     "mem://cache/stats",
     "file:///public/docs/api/v1.md",
 ];
-pub const CATALOG_TEMPLATES: &[&str] = &[
-    "file:///public/{path}",
-    "file:///private/{path}",
-    "mem://cache/{key}",
-];
+pub const CATALOG_TEMPLATES: &[&str] =
+    &["file:///public/{path}", "file:///private/{path}", "mem://cache/{key}"];
 const PAGE: usize = 8;
 
 /// An upstream with many tools (paginated), prompts, resources and
@@ -563,10 +514,7 @@ const PAGE: usize = 8;
 pub struct CatalogServer;
 
 fn page<T: Clone>(items: &[T], request: Option<&PaginatedRequestParams>) -> (Vec<T>, Option<String>) {
-    let start: usize = request
-        .and_then(|r| r.cursor.as_deref())
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let start: usize = request.and_then(|r| r.cursor.as_deref()).and_then(|c| c.parse().ok()).unwrap_or(0);
     let end = (start + PAGE).min(items.len());
     let next = (end < items.len()).then(|| end.to_string());
     (items.get(start..end).map(<[T]>::to_vec).unwrap_or_default(), next)
@@ -575,11 +523,7 @@ fn page<T: Clone>(items: &[T], request: Option<&PaginatedRequestParams>) -> (Vec
 impl ServerHandler for CatalogServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_prompts()
-                .enable_resources()
-                .build(),
+            ServerCapabilities::builder().enable_tools().enable_prompts().enable_resources().build(),
         )
     }
 
@@ -604,10 +548,7 @@ impl ServerHandler for CatalogServer {
         _: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if !CATALOG_TOOLS.contains(&request.name.as_ref()) {
-            return Err(ErrorData::invalid_params(
-                format!("Unknown tool: {}", request.name),
-                None,
-            ));
+            return Err(ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None));
         }
         Ok(CallToolResult::success(vec![ContentBlock::text(format!("ran {}", request.name))]).into())
     }
@@ -618,10 +559,7 @@ impl ServerHandler for CatalogServer {
         _: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         Ok(ListPromptsResult::with_all_items(
-            CATALOG_PROMPTS
-                .iter()
-                .map(|name| Prompt::new(*name, Some("a prompt"), None))
-                .collect(),
+            CATALOG_PROMPTS.iter().map(|name| Prompt::new(*name, Some("a prompt"), None)).collect(),
         ))
     }
 
@@ -631,10 +569,7 @@ impl ServerHandler for CatalogServer {
         _: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         if !CATALOG_PROMPTS.contains(&request.name.as_str()) {
-            return Err(ErrorData::invalid_params(
-                format!("Unknown prompt: {}", request.name),
-                None,
-            ));
+            return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", request.name), None));
         }
         Ok(GetPromptResult::new(vec![PromptMessage::new_text(
             Role::User,
@@ -649,10 +584,7 @@ impl ServerHandler for CatalogServer {
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         Ok(ListResourcesResult::with_all_items(
-            CATALOG_RESOURCES
-                .iter()
-                .map(|uri| Resource::new(*uri, "r"))
-                .collect(),
+            CATALOG_RESOURCES.iter().map(|uri| Resource::new(*uri, "r")).collect(),
         ))
     }
 
@@ -662,10 +594,7 @@ impl ServerHandler for CatalogServer {
         _: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         Ok(ListResourceTemplatesResult::with_all_items(
-            CATALOG_TEMPLATES
-                .iter()
-                .map(|t| ResourceTemplate::new(*t, "t"))
-                .collect(),
+            CATALOG_TEMPLATES.iter().map(|t| ResourceTemplate::new(*t, "t")).collect(),
         ))
     }
 
@@ -691,12 +620,8 @@ pub async fn start_echo_upstream() -> SocketAddr {
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let mut headers = serde_json::Map::new();
         for name in parts.headers.keys() {
-            let values: Vec<&str> = parts
-                .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
+            let values: Vec<&str> =
+                parts.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
             headers.insert(name.as_str().to_owned(), serde_json::json!(values.join(", ")));
         }
         let seen = serde_json::json!({
@@ -709,9 +634,7 @@ pub async fn start_echo_upstream() -> SocketAddr {
             }
         });
         let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(seen.to_string())));
-        response
-            .headers_mut()
-            .insert("content-type", http::HeaderValue::from_static("application/json"));
+        response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
         response
     })
     .await
@@ -749,10 +672,7 @@ impl Process {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .map_err(|_| format!("no `{wanted}` log line"))?;
+            let line = self.lines.recv_timeout(left).map_err(|_| format!("no `{wanted}` log line"))?;
             let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
             if value["message"] == wanted {
                 return Ok(value);
@@ -764,11 +684,7 @@ impl Process {
         let status = std::process::Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err("kill failed".into())
-        }
+        if status.success() { Ok(()) } else { Err("kill failed".into()) }
     }
 }
 

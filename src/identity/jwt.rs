@@ -1,0 +1,155 @@
+//! JWT bearer tokens (RFC 7519), verified with jsonwebtoken on aws-lc-rs.
+//!
+//! Per issuer: accepted audiences (RFC 8707: the token must name this
+//! resource), accepted algorithms, leeway, required claims, and the claims
+//! that carry groups and scopes. Keys come from a JWKS; the token's `kid`
+//! picks the key, and the key's type must fit the token's `alg`, so an
+//! HS256 token "signed" with an RSA public key, `alg: none`, or a `kid`
+//! naming a key of another type are all refused. `exp` is required and
+//! checked, `nbf` is checked when present (jsonwebtoken 9 skipped string
+//! `nbf`/`exp`, CVE-2026-25537; 11 does not).
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One trusted issuer, compiled.
+#[derive(Clone)]
+pub struct Issuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub required_claims: Vec<String>,
+    pub groups_claim: String,
+    pub scopes_claim: String,
+    /// Keys by `kid`, with the algorithm family each fits.
+    pub keys: HashMap<String, DecodingKey>,
+    /// A shared secret for HS256/384/512, if configured.
+    pub secret: Option<DecodingKey>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a verified token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// Why a token was refused; the text goes into the 401's
+/// `error_description`, so it names the rule, never key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// Builds the key map from a JWKS document.
+pub fn keys_from_jwks(text: &str) -> Result<HashMap<String, DecodingKey>, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            return Err("every JWKS key needs a `kid`".into());
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key `{kid}`: {e}"))?;
+        keys.insert(kid, key);
+    }
+    Ok(keys)
+}
+
+/// Whether `token` has the shape of a JWS compact serialisation.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+/// Verifies `token` against the issuers; the first whose `iss` matches.
+pub fn verify(issuers: &[Issuer], token: &str) -> Result<Claims, Rejected> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| Rejected(format!("malformed token: {e}")))?;
+    let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
+        .map_err(|e| Rejected(format!("malformed token: {e}")))?;
+    let iss =
+        unverified.get("iss").and_then(Value::as_str).ok_or_else(|| Rejected("token has no `iss`".into()))?;
+    let issuer = issuers
+        .iter()
+        .find(|i| i.issuer == iss)
+        .ok_or_else(|| Rejected(format!("issuer `{}` is not trusted", shorten(iss))))?;
+    if !issuer.algorithms.contains(&header.alg) {
+        return Err(Rejected(format!("algorithm {:?} is not accepted for this issuer", header.alg)));
+    }
+    let key = match header.alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            issuer.secret.as_ref().ok_or_else(|| Rejected("this issuer has no shared secret".into()))?
+        }
+        _ => {
+            let kid = header.kid.as_deref().ok_or_else(|| Rejected("token has no `kid`".into()))?;
+            issuer.keys.get(kid).ok_or_else(|| Rejected(format!("unknown key `{}`", shorten(kid))))?
+        }
+    };
+    if key.family() != header.alg.family() {
+        return Err(Rejected(format!("key type does not fit algorithm {:?}", header.alg)));
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.leeway = issuer.leeway.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = true;
+    validation.set_audience(&issuer.audiences);
+    validation.set_issuer(&[&issuer.issuer]);
+    let mut required: Vec<&str> = vec!["exp", "iss", "aud", "sub"];
+    required.extend(issuer.required_claims.iter().map(String::as_str).filter(|c| ["nbf"].contains(c)));
+    validation.set_required_spec_claims(&required);
+    let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| Rejected(describe(&e)))?;
+    let claims = data.claims;
+    for claim in &issuer.required_claims {
+        if claims.get(claim).is_none_or(Value::is_null) {
+            return Err(Rejected(format!("token lacks the required claim `{claim}`")));
+        }
+    }
+    let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
+    Ok(Claims {
+        subject,
+        groups: strings(claims.get(&issuer.groups_claim)),
+        scopes: strings(claims.get(&issuer.scopes_claim)),
+    })
+}
+
+/// A claim as a list of strings: an array of strings, or one
+/// space-separated string (the `scope` convention, RFC 8693 §4.2).
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "token has expired".into(),
+        ErrorKind::ImmatureSignature => "token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidAudience => "token is not for this resource (aud)".into(),
+        ErrorKind::InvalidIssuer => "token issuer does not match".into(),
+        ErrorKind::InvalidSignature => "token signature does not verify".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the required claim `{claim}`"),
+        ErrorKind::InvalidAlgorithm => "token algorithm does not fit the key".into(),
+        _ => format!("token refused: {error}"),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(80).filter(|c| !c.is_control()).collect()
+}

@@ -1,0 +1,282 @@
+//! Who is calling. Every request is authenticated by exactly one verified
+//! credential — a JWT or an API key as a bearer token, or a header set by a
+//! trusted fronting proxy — or is the anonymous principal where the virtual
+//! server allows anonymous access. A credential that fails verification is
+//! refused (401), never downgraded to anonymous.
+//!
+//! The inbound credential never reaches the upstream (MCP forbids token
+//! passthrough): `Authorization`, signature headers and any inbound copy of
+//! an identity header are removed before forwarding, and the policy may
+//! instead send the verified identity in headers of its own.
+
+pub mod api_key;
+pub mod jwt;
+mod net;
+
+pub use net::IpNet;
+
+use http::header::{AUTHORIZATION, HeaderName};
+use http::{HeaderMap, HeaderValue};
+use std::fmt;
+use std::net::IpAddr;
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    Anonymous,
+    ApiKey,
+    Jwt,
+    Signature,
+    TrustedHeader,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Anonymous => "anonymous",
+            CredentialKind::ApiKey => "api_key",
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::Signature => "signature",
+            CredentialKind::TrustedHeader => "trusted_header",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "anonymous" => CredentialKind::Anonymous,
+            "api_key" => CredentialKind::ApiKey,
+            "jwt" => CredentialKind::Jwt,
+            "signature" => CredentialKind::Signature,
+            "trusted_header" => CredentialKind::TrustedHeader,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling, as established by one verified credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub kind: CredentialKind,
+    /// The JWT `sub`, the API key's id, the signing key's id, or the
+    /// trusted header's value.
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Self {
+        Self {
+            kind: CredentialKind::Anonymous,
+            subject: "anonymous".into(),
+            groups: Vec::new(),
+            scopes: Vec::new(),
+        }
+    }
+
+    /// A principal with a subject and groups (for rules and `explain`).
+    pub fn with_groups(kind: CredentialKind, subject: &str, groups: &[String]) -> Self {
+        Self { kind, subject: subject.to_owned(), groups: groups.to_vec(), scopes: Vec::new() }
+    }
+
+    /// What owns a session: the credential kind and the subject.
+    pub fn owner_key(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.subject)
+    }
+}
+
+/// A header an authenticating proxy in front of toolgate sets. Honoured
+/// only on connections from `from`; stripped from everyone else.
+#[derive(Debug, Clone)]
+pub struct TrustedHeader {
+    pub subject: HeaderName,
+    pub groups: Option<HeaderName>,
+    pub from: Vec<IpNet>,
+}
+
+/// Headers toolgate sets for the upstream with the verified identity.
+#[derive(Debug, Clone)]
+pub struct UpstreamHeaders {
+    pub subject: HeaderName,
+    pub groups: Option<HeaderName>,
+}
+
+/// RFC 9728 protected-resource metadata, per virtual server.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceMetadata {
+    /// The public base URL (`https://mcp.example.com`); when absent,
+    /// `http://` and the request's Host.
+    pub base_url: Option<String>,
+    pub authorization_servers: Vec<String>,
+    pub scopes_supported: Vec<String>,
+}
+
+/// The compiled `identity` section.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub api_keys: Vec<api_key::ApiKey>,
+    pub jwt: Vec<jwt::Issuer>,
+    pub trusted_header: Option<TrustedHeader>,
+    pub upstream_headers: Option<UpstreamHeaders>,
+    pub metadata: ResourceMetadata,
+    /// Inbound headers removed before forwarding (computed once).
+    pub strip_inbound: Vec<HeaderName>,
+}
+
+/// What a virtual server demands of its callers.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Whether callers without a credential are served (as `anonymous`).
+    pub anonymous: bool,
+    /// Credential kinds accepted; empty accepts every verified kind.
+    pub credentials: Vec<CredentialKind>,
+    /// Scopes every caller's token must carry.
+    pub required_scopes: Vec<String>,
+}
+
+/// Why a request is not authenticated or not authorized to use the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credential, and anonymous access is not allowed (401).
+    Missing,
+    /// A credential was presented and failed (401, `invalid_token`).
+    Invalid(String),
+    /// More than one credential, or a malformed `Authorization` (400/401).
+    Ambiguous(String),
+    /// Verified, but this server wants another credential kind (403).
+    WrongKind { kind: CredentialKind, accepted: Vec<CredentialKind> },
+    /// Verified, but missing scopes (403, `insufficient_scope`).
+    InsufficientScope(Vec<String>),
+}
+
+/// Headers that carry credentials or identity and never go upstream as
+/// the client sent them.
+pub fn headers_to_strip(identity: &Identity) -> Vec<HeaderName> {
+    let mut names =
+        vec![AUTHORIZATION, HeaderName::from_static("signature"), HeaderName::from_static("signature-input")];
+    if let Some(h) = &identity.upstream_headers {
+        names.push(h.subject.clone());
+        names.extend(h.groups.clone());
+    }
+    if let Some(t) = &identity.trusted_header {
+        names.push(t.subject.clone());
+        names.extend(t.groups.clone());
+    }
+    names
+}
+
+/// The identity headers for the upstream, if the policy asks for them.
+pub fn upstream_identity(identity: &Identity, principal: &Principal) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(names) = &identity.upstream_headers else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Ok(value) = HeaderValue::from_str(&principal.subject) {
+        out.push((names.subject.clone(), value));
+    }
+    if let Some(groups) = &names.groups
+        && let Ok(value) = HeaderValue::from_str(&principal.groups.join(","))
+    {
+        out.push((groups.clone(), value));
+    }
+    out
+}
+
+/// Establishes the principal of one request.
+pub fn authenticate(
+    identity: &Identity,
+    access: &Access,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Result<Principal, AuthError> {
+    let bearer = bearer_token(headers)?;
+    let signed = headers.contains_key("signature") || headers.contains_key("signature-input");
+    let trusted = identity
+        .trusted_header
+        .as_ref()
+        .filter(|t| t.from.iter().any(|net| net.contains(peer)))
+        .and_then(|t| headers.get(&t.subject).map(|v| (t, v)));
+    let presented = usize::from(bearer.is_some()) + usize::from(signed) + usize::from(trusted.is_some());
+    if presented > 1 {
+        return Err(AuthError::Ambiguous("present exactly one credential".into()));
+    }
+    let principal = if let Some(token) = bearer {
+        verify_bearer(identity, token)?
+    } else if signed {
+        return Err(AuthError::Invalid("request signatures are not accepted by this policy".into()));
+    } else if let Some((header, value)) = trusted {
+        let subject =
+            value.to_str().map_err(|_| AuthError::Invalid("trusted identity header is not text".into()))?;
+        let groups = header
+            .groups
+            .as_ref()
+            .and_then(|g| headers.get(g))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect())
+            .unwrap_or_default();
+        Principal {
+            kind: CredentialKind::TrustedHeader,
+            subject: subject.trim().to_owned(),
+            groups,
+            scopes: Vec::new(),
+        }
+    } else if access.anonymous {
+        return Ok(Principal::anonymous());
+    } else {
+        return Err(AuthError::Missing);
+    };
+    if !access.credentials.is_empty() && !access.credentials.contains(&principal.kind) {
+        return Err(AuthError::WrongKind { kind: principal.kind, accepted: access.credentials.clone() });
+    }
+    let missing: Vec<String> =
+        access.required_scopes.iter().filter(|s| !principal.scopes.contains(s)).cloned().collect();
+    if !missing.is_empty() {
+        return Err(AuthError::InsufficientScope(missing));
+    }
+    Ok(principal)
+}
+
+/// The bearer token, if `Authorization` holds one. RFC 6750 §2.1: the
+/// scheme is case-insensitive; one header only.
+fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(AuthError::Ambiguous("more than one Authorization header".into()));
+    }
+    let text = value.to_str().map_err(|_| AuthError::Invalid("Authorization is not text".into()))?;
+    let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Invalid("use the Bearer scheme".into()));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Invalid("empty bearer token".into()));
+    }
+    Ok(Some(token))
+}
+
+fn verify_bearer(identity: &Identity, token: &str) -> Result<Principal, AuthError> {
+    if !identity.jwt.is_empty() && jwt::looks_like_jwt(token) {
+        let claims = jwt::verify(&identity.jwt, token).map_err(|e| AuthError::Invalid(e.0))?;
+        return Ok(Principal {
+            kind: CredentialKind::Jwt,
+            subject: claims.subject,
+            groups: claims.groups,
+            scopes: claims.scopes,
+        });
+    }
+    match api_key::find(&identity.api_keys, token) {
+        Some(key) => Ok(Principal {
+            kind: CredentialKind::ApiKey,
+            subject: key.id.clone(),
+            groups: key.groups.clone(),
+            scopes: key.scopes.clone(),
+        }),
+        None => Err(AuthError::Invalid("unknown bearer token".into())),
+    }
+}

@@ -1,0 +1,433 @@
+//! Who is calling: API keys, JWTs (keys from a watched JWKS file), trusted
+//! proxy headers, the 401/403 challenges, RFC 9728 metadata, and that the
+//! caller's credential never reaches the upstream.
+
+mod common;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const API_KEY: &str = "tg_live_4f9c2e7a1b3d";
+const ISSUER: &str = "https://id.example.com";
+const V0618: (&str, &str) = ("mcp-protocol-version", "2025-06-18");
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+/// Signing keys generated for this test run, and their JWKS.
+struct Keys {
+    ed: Vec<u8>,
+    ed_public: Vec<u8>,
+    ec: Vec<u8>,
+    ec_public: Vec<u8>,
+}
+
+impl Keys {
+    fn new() -> Self {
+        let rng = SystemRandom::new();
+        let ed = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed25519").as_ref().to_vec();
+        let ed_public = Ed25519KeyPair::from_pkcs8(&ed).expect("ed25519").public_key().as_ref().to_vec();
+        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("p256")
+            .as_ref()
+            .to_vec();
+        let ec_public = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &ec)
+            .expect("p256")
+            .public_key()
+            .as_ref()
+            .to_vec();
+        Self { ed, ed_public, ec, ec_public }
+    }
+
+    fn jwks(&self, ed_kid: &str) -> String {
+        let (x, y) = (&self.ec_public[1..33], &self.ec_public[33..65]);
+        json!({ "keys": [
+            { "kty": "OKP", "crv": "Ed25519", "kid": ed_kid, "x": URL_SAFE_NO_PAD.encode(&self.ed_public) },
+            { "kty": "EC", "crv": "P-256", "kid": "ec-1", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y) },
+            // RFC 7515 A.2's RSA public key, for the HS/RS confusion case.
+            { "kty": "RSA", "kid": "rsa-1", "e": "AQAB", "n": RFC7515_RSA_N },
+        ]})
+        .to_string()
+    }
+
+    fn ed_token(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&self.ed)).expect("sign")
+    }
+
+    fn ec_token(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.ec)).expect("sign")
+    }
+}
+
+const RFC7515_RSA_N: &str = "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ";
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn claims(extra: Value) -> Value {
+    let mut base = json!({
+        "iss": ISSUER, "aud": "https://mcp.example.com/mcp", "sub": "alice",
+        "exp": now() + 600, "iat": now(), "groups": ["sre"], "scope": "mcp:read mcp:write",
+    });
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+fn sha256_hex(text: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn identity_policy(upstream: SocketAddr, trusted_from: &str) -> String {
+    let top = format!(
+        r#"identity:
+  api_keys:
+    - {{ id: ci-bot, sha256: "{}", groups: [ci] }}
+  jwt:
+    - issuer: {ISSUER}
+      audiences: [https://mcp.example.com/mcp]
+      algorithms: [EdDSA, ES256, RS256]
+      jwks: {{ file: jwks.json }}
+      leeway: 5s
+  trusted_header: {{ subject: X-Authenticated-User, groups: X-Authenticated-Groups, from: [{trusted_from}] }}
+  upstream_headers: {{ subject: X-Toolgate-Subject, groups: X-Toolgate-Groups }}
+  resource_metadata:
+    authorization_servers: [{ISSUER}]
+virtual_servers:
+  default:
+    tools: {{ allow: [status] }}
+    rules:
+      - when: {{ groups: [sre] }}
+        tools: {{ allow: ["restart_*"] }}
+  public:
+    anonymous: true
+    tools: {{ allow: [status] }}
+  jwt-only:
+    credentials: [jwt]
+    required_scopes: [mcp:write]
+    tools: {{ allow: ["*"] }}
+"#,
+        sha256_hex(API_KEY)
+    );
+    policy(upstream, "", &top)
+}
+
+async fn identity_gate(keys: &Keys, trusted_from: &str) -> Gate {
+    let upstream = start_echo_upstream().await;
+    let dir = scratch_dir();
+    std::fs::write(dir.join("jwks.json"), keys.jwks("ed-1")).expect("jwks");
+    std::fs::write(dir.join("policy.yaml"), identity_policy(upstream, trusted_from)).expect("policy");
+    start_gate_with_file(&dir.join("policy.yaml")).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// What the upstream received, from the echo upstream's answer.
+fn upstream_saw(reply: &Reply) -> Value {
+    reply.json()["result"]["headers"].clone()
+}
+
+#[tokio::test]
+async fn no_credential_is_a_401_with_the_metadata_challenge() -> TestResult {
+    let keys = Keys::new();
+    let gate = identity_gate(&keys, "10.0.0.0/8").await;
+    let reply = post(gate.addr, &[V0618], PING).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let challenge = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let metadata_url = format!("http://{}/.well-known/oauth-protected-resource/mcp", gate.addr);
+    assert_eq!(challenge, format!("Bearer resource_metadata=\"{metadata_url}\""));
+    assert_eq!(reply.rpc_code(), Some(-32001));
+
+    // The metadata itself (RFC 9728), per virtual server.
+    let metadata = send(gate.addr, "GET", "/.well-known/oauth-protected-resource/mcp", &[], "").await.json();
+    assert_eq!(metadata["resource"], format!("http://{}/mcp", gate.addr));
+    assert_eq!(metadata["authorization_servers"], json!([ISSUER]));
+    let named =
+        send(gate.addr, "GET", "/.well-known/oauth-protected-resource/servers/jwt-only/mcp", &[], "").await;
+    assert_eq!(named.json()["resource"], format!("http://{}/servers/jwt-only/mcp", gate.addr));
+    assert_eq!(named.json()["scopes_supported"], json!(["mcp:write"]));
+    let unknown =
+        send(gate.addr, "GET", "/.well-known/oauth-protected-resource/servers/nope/mcp", &[], "").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // A virtual server that allows anonymous access serves without credentials.
+    let headers = [&[V0618], POST_HEADERS].concat();
+    assert_eq!(send(gate.addr, "POST", "/servers/public/mcp", &headers, PING).await.status, StatusCode::OK);
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_and_never_reach_the_upstream() -> TestResult {
+    let keys = Keys::new();
+    let gate = identity_gate(&keys, "10.0.0.0/8").await;
+    let auth = bearer(API_KEY);
+    let forged = [
+        V0618,
+        ("authorization", auth.as_str()),
+        ("x-toolgate-subject", "root"),
+        ("x-toolgate-groups", "admin"),
+    ];
+    let reply = post(gate.addr, &forged, PING).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = upstream_saw(&reply);
+    assert!(seen.get("authorization").is_none(), "token passthrough: {seen}");
+    assert_eq!(seen["x-toolgate-subject"], "ci-bot", "the verified identity, not the forged one");
+    assert_eq!(seen["x-toolgate-groups"], "ci");
+
+    for wrong in ["tg_live_4f9c2e7a1b3e", "tg_live_4f9c2e7a1b3", "", "x".repeat(5000).as_str()] {
+        let auth = bearer(wrong);
+        let reply = post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{wrong:.20}");
+        let challenge =
+            reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    }
+    let basic = post(gate.addr, &[V0618, ("authorization", "Basic Y2k6Ym90")], PING).await;
+    assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
+    let two =
+        post(gate.addr, &[V0618, ("authorization", auth.as_str()), ("authorization", auth.as_str())], PING)
+            .await;
+    assert_eq!(two.status, StatusCode::BAD_REQUEST);
+    // A bad credential on a server that allows anonymous access is still refused.
+    let headers = [&[V0618, ("authorization", "Bearer nope")], POST_HEADERS].concat();
+    assert_eq!(
+        send(gate.addr, "POST", "/servers/public/mcp", &headers, PING).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn jwts_are_verified_and_their_groups_apply() -> TestResult {
+    let keys = Keys::new();
+    let gate = identity_gate(&keys, "10.0.0.0/8").await;
+    let call = |name: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{name}"}}}}"#)
+    };
+
+    let token = keys.ed_token("ed-1", &claims(json!({})));
+    let auth = bearer(&token);
+    let reply = post(gate.addr, &[V0618, ("authorization", auth.as_str())], &call("restart_db")).await;
+    assert_eq!(upstream_saw(&reply)["x-toolgate-subject"], "alice", "{}", reply.text());
+    assert_eq!(upstream_saw(&reply)["x-toolgate-groups"], "sre");
+
+    let no_sre = bearer(&keys.ec_token("ec-1", &claims(json!({ "groups": ["dev"] }))));
+    let reply = post(gate.addr, &[V0618, ("authorization", no_sre.as_str())], &call("restart_db")).await;
+    assert_eq!(reply.json()["error"]["message"], "Unknown tool: restart_db", "rule by group does not apply");
+    let reply = post(gate.addr, &[V0618, ("authorization", no_sre.as_str())], &call("status")).await;
+    assert!(upstream_saw(&reply).is_object());
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_each_for_its_reason() -> TestResult {
+    let keys = Keys::new();
+    let gate = identity_gate(&keys, "10.0.0.0/8").await;
+    let good = keys.ed_token("ed-1", &claims(json!({})));
+    let (header, payload, signature) = {
+        let mut parts = good.split('.');
+        (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+    };
+    let tampered_payload = URL_SAFE_NO_PAD.encode(claims(json!({ "sub": "root" })).to_string());
+    let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let hs_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT","kid":"rsa-1"}"#);
+    let hs_confused = {
+        let n = URL_SAFE_NO_PAD.decode(RFC7515_RSA_N)?;
+        let message = format!("{hs_header}.{payload}");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &n);
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, message.as_bytes())))
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("expired", keys.ed_token("ed-1", &claims(json!({ "exp": now() - 120 }))), "expired"),
+        ("future nbf", keys.ed_token("ed-1", &claims(json!({ "nbf": now() + 600 }))), "not valid yet"),
+        (
+            "wrong aud",
+            keys.ed_token("ed-1", &claims(json!({ "aud": "https://other.example.com/mcp" }))),
+            "aud",
+        ),
+        (
+            "wrong iss",
+            keys.ed_token("ed-1", &claims(json!({ "iss": "https://evil.example.com" }))),
+            "not trusted",
+        ),
+        ("no exp", keys.ed_token("ed-1", &claims(json!({ "exp": null }))), "exp"),
+        ("alg none", format!("{none_header}.{payload}."), "none"),
+        ("HS/RS confusion", hs_confused, "HS256"),
+        ("kid of another key type", keys.ec_token("ed-1", &claims(json!({}))), "does not fit"),
+        ("unknown kid", keys.ed_token("ed-9", &claims(json!({}))), "unknown key"),
+        ("tampered payload", format!("{header}.{tampered_payload}.{signature}"), "signature"),
+        ("truncated", good[..good.len() - 10].to_owned(), "signature"),
+        ("two parts", format!("{header}.{payload}"), ""),
+    ];
+    for (name, token, reason) in cases {
+        let auth = bearer(&token);
+        let reply = post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name}: {}", reply.text());
+        let message = reply.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(reason), "{name}: {message}");
+        assert!(upstream_saw(&reply).is_null(), "{name} reached the upstream");
+    }
+    // An oversized Authorization header is refused without harm.
+    let huge = format!("Bearer {}", "a".repeat(200_000));
+    let reply = post(gate.addr, &[V0618, ("authorization", huge.as_str())], PING).await;
+    assert!(reply.status.is_client_error(), "{}", reply.status);
+    let auth = bearer(&good);
+    assert_eq!(
+        post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await.status,
+        StatusCode::OK
+    );
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn scopes_and_credential_kinds_are_required_per_server() -> TestResult {
+    let keys = Keys::new();
+    let gate = identity_gate(&keys, "10.0.0.0/8").await;
+    let path = "/servers/jwt-only/mcp";
+    let with = |auth: String| {
+        let addr = gate.addr;
+        async move {
+            let headers = [&[V0618, ("authorization", auth.as_str())], POST_HEADERS].concat();
+            send(addr, "POST", path, &headers, PING).await
+        }
+    };
+    let reply = with(bearer(API_KEY)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "API keys are not accepted here");
+    let reply = with(bearer(&keys.ed_token("ed-1", &claims(json!({ "scope": "mcp:read" }))))).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let challenge = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"mcp:write\""),
+        "{challenge}"
+    );
+    let reply = with(bearer(&keys.ed_token("ed-1", &claims(json!({}))))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // No credential at all: the 401 names the scope this server needs.
+    let reply = send(gate.addr, "POST", path, &[&[V0618], POST_HEADERS].concat(), PING).await;
+    let challenge = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(
+        challenge.contains("scope=\"mcp:write\"") && challenge.contains("/servers/jwt-only/mcp"),
+        "{challenge}"
+    );
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn trusted_headers_only_from_trusted_proxies() -> TestResult {
+    let keys = Keys::new();
+    let untrusted = identity_gate(&keys, "10.0.0.0/8").await;
+    let headers = [V0618, ("x-authenticated-user", "mallory"), ("x-authenticated-groups", "sre")];
+    let reply = post(untrusted.addr, &headers, PING).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "ignored from an untrusted address");
+    let headers =
+        [V0618, ("authorization", "Bearer tg_live_4f9c2e7a1b3d"), ("x-authenticated-user", "mallory")];
+    let reply = post(untrusted.addr, &headers, PING).await;
+    assert!(upstream_saw(&reply).get("x-authenticated-user").is_none(), "and stripped");
+    untrusted.shutdown().await;
+
+    let trusted = identity_gate(&keys, "127.0.0.1/32").await;
+    let headers = [V0618, ("x-authenticated-user", "bob"), ("x-authenticated-groups", "sre, ops")];
+    let reply = post(trusted.addr, &headers, PING).await;
+    assert_eq!(upstream_saw(&reply)["x-toolgate-subject"], "bob", "{}", reply.text());
+    assert_eq!(upstream_saw(&reply)["x-toolgate-groups"], "sre,ops");
+    let two = [V0618, ("x-authenticated-user", "bob"), ("authorization", "Bearer tg_live_4f9c2e7a1b3d")];
+    assert_eq!(
+        post(trusted.addr, &two, PING).await.status,
+        StatusCode::BAD_REQUEST,
+        "exactly one credential"
+    );
+    trusted.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn jwks_rotation_is_picked_up_without_restart() -> TestResult {
+    let keys = Keys::new();
+    let gate = identity_gate(&keys, "10.0.0.0/8").await;
+    let jwks_file = gate.policy_file.with_file_name("jwks.json");
+    let rotated = bearer(&keys.ed_token("ed-2", &claims(json!({}))));
+    assert_eq!(
+        post(gate.addr, &[V0618, ("authorization", rotated.as_str())], PING).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let written = Instant::now();
+    std::fs::write(&jwks_file, keys.jwks("ed-2"))?;
+    loop {
+        if post(gate.addr, &[V0618, ("authorization", rotated.as_str())], PING).await.status == StatusCode::OK
+        {
+            break;
+        }
+        assert!(written.elapsed() < Duration::from_secs(10), "the new kid was never accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("JWKS rotation took effect after {:?}", written.elapsed());
+    // A broken JWKS keeps the last good keys.
+    std::fs::write(&jwks_file, "{ not json")?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        post(gate.addr, &[V0618, ("authorization", rotated.as_str())], PING).await.status,
+        StatusCode::OK
+    );
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_sdk_client_with_a_bearer_token_sees_its_own_view() -> TestResult {
+    let keys = Keys::new();
+    let upstream = start_catalog_upstream(false).await;
+    let dir = scratch_dir();
+    std::fs::write(dir.join("jwks.json"), keys.jwks("ed-1"))?;
+    let text = identity_policy(upstream, "10.0.0.0/8")
+        .replace("tools: {{ allow: [status] }}", "tools: { allow: [status] }");
+    std::fs::write(dir.join("policy.yaml"), text)?;
+    let gate = start_gate_with_file(&dir.join("policy.yaml")).await;
+
+    let list = |token: String| {
+        let url = gate.url();
+        async move {
+            let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
+            let client = ().serve(StreamableHttpClientTransport::from_config(config)).await?;
+            let names: Vec<String> =
+                client.list_all_tools().await?.into_iter().map(|t| t.name.to_string()).collect();
+            client.cancel().await?;
+            Ok::<_, BoxError>(names)
+        }
+    };
+    assert_eq!(
+        list(keys.ed_token("ed-1", &claims(json!({})))).await?,
+        ["restart_db", "restart_cache", "status"]
+    );
+    assert_eq!(list(API_KEY.to_owned()).await?, ["status"]);
+    assert!(list("wrong".to_owned()).await.is_err(), "a bad token cannot even initialize");
+    gate.shutdown().await;
+    Ok(())
+}

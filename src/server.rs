@@ -73,6 +73,7 @@ impl Server {
             policy: PolicyStore::new(loaded.policy),
             upstream: UpstreamClient::new(),
             metrics: Arc::new(Metrics::new()),
+            sessions: Default::default(),
         });
         gateway.metrics.policy_running(&gateway.policy.load().meta);
         let reloader = Reloader::new(config.policy_file.clone(), listen.clone(), gateway.clone());

@@ -431,3 +431,41 @@ async fn an_sdk_client_with_a_bearer_token_sees_its_own_view() -> TestResult {
     gate.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn sessions_belong_to_the_principal_that_opened_them() -> TestResult {
+    const OTHER_KEY: &str = "tg_live_other_7781";
+    let upstream = start_sdk_upstream(false).await;
+    let top = format!(
+        "identity:\n  api_keys:\n    - {{ id: alice, sha256: \"{}\" }}\n    - {{ id: bob, sha256: \"{}\" }}\nsessions: {{ idle_timeout: 1h, max: 1000 }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
+        sha256_hex(API_KEY),
+        sha256_hex(OTHER_KEY)
+    );
+    let gate = start_gate(&policy(upstream, "", &top)).await;
+    let alice = bearer(API_KEY);
+    let bob = bearer(OTHER_KEY);
+
+    let reply = post(gate.addr, &[("authorization", alice.as_str())], INITIALIZE).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let session =
+        reply.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or("no session")?.to_owned();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let as_alice = [V0618, ("authorization", alice.as_str()), ("mcp-session-id", session.as_str())];
+    let as_bob = [V0618, ("authorization", bob.as_str()), ("mcp-session-id", session.as_str())];
+    assert_eq!(post(gate.addr, &as_alice, list).await.status, StatusCode::OK);
+
+    // Bob, holding Alice's session id, gets what an unknown session gets.
+    let stolen = post(gate.addr, &as_bob, list).await;
+    assert_eq!(stolen.status, StatusCode::NOT_FOUND, "{}", stolen.text());
+    let invented = [V0618, ("authorization", alice.as_str()), ("mcp-session-id", "0123456789abcdef")];
+    assert_eq!(post(gate.addr, &invented, list).await.status, StatusCode::NOT_FOUND);
+    let deleted = send(gate.addr, "DELETE", "/mcp", &as_bob, "").await;
+    assert_eq!(deleted.status, StatusCode::NOT_FOUND, "Bob cannot end Alice's session");
+    assert_eq!(post(gate.addr, &as_alice, list).await.status, StatusCode::OK, "Alice's session still works");
+
+    // Alice ends it; the id is then unknown to everyone.
+    assert!(send(gate.addr, "DELETE", "/mcp", &as_alice, "").await.status.is_success());
+    assert_eq!(post(gate.addr, &as_alice, list).await.status, StatusCode::NOT_FOUND);
+    gate.shutdown().await;
+    Ok(())
+}

@@ -122,7 +122,31 @@ struct PolicyDoc {
     transport: TransportDoc,
     #[serde(default)]
     identity: IdentityDoc,
+    #[serde(default)]
+    sessions: SessionsDoc,
     virtual_servers: Spanned<BTreeMap<String, Spanned<VirtualServerDoc>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsDoc {
+    #[serde(default = "default_session_idle")]
+    idle_timeout: HumanDuration,
+    #[serde(default = "default_session_max")]
+    max: usize,
+}
+
+impl Default for SessionsDoc {
+    fn default() -> Self {
+        Self { idle_timeout: default_session_idle(), max: default_session_max() }
+    }
+}
+
+fn default_session_idle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+fn default_session_max() -> usize {
+    100_000
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,7 +443,14 @@ impl PolicyDoc {
             generation: 0,
             loaded_at: std::time::SystemTime::now(),
         };
-        Ok(LoadedPolicy { listen, policy: Policy { upstream, transport, identity, virtual_servers, meta } })
+        let sessions = crate::policy::SessionSettings {
+            idle: self.sessions.idle_timeout.0,
+            max: self.sessions.max.max(1),
+        };
+        Ok(LoadedPolicy {
+            listen,
+            policy: Policy { upstream, transport, identity, sessions, virtual_servers, meta },
+        })
     }
 }
 

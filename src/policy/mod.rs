@@ -29,6 +29,7 @@ pub struct Policy {
     pub upstream: Upstream,
     pub transport: Transport,
     pub identity: crate::identity::Identity,
+    pub sessions: SessionSettings,
     pub virtual_servers: HashMap<String, VirtualServer>,
     pub meta: PolicyMeta,
 }
@@ -52,6 +53,15 @@ impl Policy {
     pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
         self.virtual_servers.get(name)
     }
+}
+
+/// Limits of the session-binding table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// A session unused this long is forgotten (its id becomes unknown).
+    pub idle: Duration,
+    /// At most this many sessions are remembered; the longest idle goes first.
+    pub max: usize,
 }
 
 /// Where requests go once they pass.

@@ -18,12 +18,14 @@ pub mod forward;
 pub mod guard;
 pub mod inspect;
 pub mod refusal;
+pub mod session;
 
 pub use forward::UpstreamClient;
 pub use refusal::Refusal;
 
 use crate::identity;
 use crate::mcp::envelope::{self, Kind, Payload};
+use crate::mcp::headers::{self, SingleHeader};
 use crate::policy::{DEFAULT_SERVER, Policy, VirtualServer};
 use crate::telemetry::{Metrics, rpc_method_label};
 use bytes::Bytes;
@@ -45,6 +47,7 @@ pub struct Gateway {
     pub policy: crate::policy::PolicyStore,
     pub upstream: UpstreamClient,
     pub metrics: Arc<Metrics>,
+    pub sessions: session::Sessions,
 }
 
 /// What one request was, for its log line and metrics.
@@ -114,6 +117,7 @@ async fn pipeline(
     // The ids of list requests whose answers must be filtered; `None` when
     // the answer cannot hold a list result and passes as bytes.
     let mut inspect_for: Option<Vec<Box<serde_json::value::RawValue>>> = None;
+    let mut opens_session = false;
     let body = match parts.method {
         Method::POST => {
             guard::post_accept(&parts.headers)?;
@@ -123,6 +127,7 @@ async fn pipeline(
             exchange.rpc_method = payload_label(&payload);
             let version = guard::protocol_version(&parts.headers, Some(&payload), transport)?;
             guard::payload_shape(&parts.headers, &payload, version)?;
+            opens_session = matches!(&payload, Payload::Single(m) if m.kind == Kind::Request && m.method() == Some("initialize"));
             if let Some(answer) = authorize::authorize(&view, &payload, version, &gateway.metrics) {
                 exchange.refusal = Some("policy");
                 return Ok(answer);
@@ -155,12 +160,44 @@ async fn pipeline(
         ref other => return Err(Refusal::method_not_allowed(other)),
     };
 
+    // Session binding (after the body: an initialize may open a session).
+    let settings = &policy.sessions;
+    let session_id = match headers::single(&parts.headers, &headers::MCP_SESSION_ID) {
+        SingleHeader::Absent => None,
+        SingleHeader::Value(id) => Some(id.to_owned()),
+        SingleHeader::Repeated | SingleHeader::NotText => {
+            return Err(Refusal::bad_request("session", "Mcp-Session-Id must be one visible-ASCII header"));
+        }
+    };
+    if let Some(id) = &session_id
+        && gateway.sessions.check(id, &principal.owner_key(), settings.idle) == session::Binding::Unknown
+    {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, -32001, "session", "Session not found"));
+    }
+    let method = parts.method.clone();
     let upstream = &policy.upstream;
     let outbound = forward::upstream_request(upstream, parts, peer, body, &policy.identity, &principal)?;
     let started = Instant::now();
     let result = gateway.upstream.send(upstream, outbound).await;
     gateway.metrics.upstream_answered(started.elapsed(), result.as_ref().map(|r| r.status().as_u16()).ok());
     let response = result?;
+    if response.status().is_success() {
+        if opens_session
+            && let Some(id) = response.headers().get(&headers::MCP_SESSION_ID).and_then(|v| v.to_str().ok())
+        {
+            gateway.sessions.bind(id, principal.owner_key(), settings.max, settings.idle);
+        }
+        if method == Method::DELETE
+            && let Some(id) = &session_id
+        {
+            gateway.sessions.release(id);
+        }
+    } else if response.status() == StatusCode::NOT_FOUND
+        && let Some(id) = &session_id
+    {
+        // The upstream no longer knows it either.
+        gateway.sessions.release(id);
+    }
     Ok(match inspect_for {
         None => response.map(|body| body.boxed_unsync()),
         Some(list_ids) => {

@@ -13,7 +13,8 @@
 //!   virtual servers, allowlists, decisions.
 //! - [`reload`]: watching the policy file, SIGHUP, atomic swap.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on their own listener.
-//! - [`identity`]: who is calling: JWTs, API keys, trusted proxy headers.
+//! - [`identity`]: who is calling: JWTs, API keys, RFC 9421 signatures,
+//!   trusted proxy headers.
 //! - [`telemetry`]: logging set-up and the metrics registry.
 //! - [`demo`]: the built-in MCP server behind `toolgate demo`.
 

@@ -1,4 +1,4 @@
-//! The `toolgate` command: run, check, explain, demo.
+//! The `toolgate` command: run, check, explain, sign, demo.
 
 #![forbid(unsafe_code)]
 
@@ -63,6 +63,30 @@ enum Command {
         #[arg(long)]
         credential: Option<String>,
     },
+    /// Sign a request (RFC 9421) so it can be sent with curl; or, with
+    /// --new-key, create an Ed25519 key and print its public half for the
+    /// policy.
+    Sign {
+        /// The key file: base64 of a 32-byte Ed25519 seed or of an HMAC secret.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Create a new Ed25519 key in --key-file and print its public key.
+        #[arg(long)]
+        new_key: bool,
+        /// The key's id in the policy (identity.signatures.keys[].id).
+        #[arg(long, default_value = "")]
+        key_id: String,
+        #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "hmac-sha256"])]
+        alg: String,
+        /// The full URL the request goes to.
+        #[arg(long, default_value = "http://127.0.0.1:8000/mcp")]
+        url: String,
+        #[arg(long, default_value = "POST")]
+        method: String,
+        /// The request body (for POST).
+        #[arg(long, default_value = "")]
+        data: String,
+    },
     /// Start a built-in MCP server behind toolgate with a sample policy.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8000")]
@@ -119,6 +143,72 @@ fn explain(config: &std::path::Path, server: &str, target: ExplainTarget, princi
     if decision.is_allowed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
+struct SignArgs {
+    key_file: PathBuf,
+    new_key: bool,
+    key_id: String,
+    alg: String,
+    url: String,
+    method: String,
+    data: String,
+}
+
+fn sign(args: SignArgs) -> anyhow::Result<()> {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use toolgate::identity::signature::{self, SignerKey};
+    let rng = SystemRandom::new();
+    if args.new_key {
+        let mut seed = [0u8; 32];
+        rng.fill(&mut seed).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        std::fs::write(&args.key_file, format!("{}\n", STANDARD.encode(seed)))?;
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| anyhow::anyhow!("cannot make a key"))?;
+        use aws_lc_rs::signature::KeyPair;
+        println!(
+            "wrote {}; its public key, for identity.signatures.keys[].public_key:",
+            args.key_file.display()
+        );
+        println!("{}", STANDARD.encode(pair.public_key().as_ref()));
+        return Ok(());
+    }
+    anyhow::ensure!(!args.key_id.is_empty(), "--key-id is required to sign");
+    let material = STANDARD.decode(std::fs::read_to_string(&args.key_file)?.trim())?;
+    let key = match args.alg.as_str() {
+        "ed25519" => SignerKey::Ed25519(
+            aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&material)
+                .map_err(|_| anyhow::anyhow!("the key file must hold base64 of a 32-byte Ed25519 seed"))?,
+        ),
+        _ => SignerKey::HmacSha256(Box::new(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &material,
+        ))),
+    };
+    let uri: http::Uri = args.url.parse()?;
+    let method: http::Method = args.method.parse()?;
+    let mut nonce = [0u8; 16];
+    rng.fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let body = (!args.data.is_empty()).then_some(args.data.as_bytes());
+    let signed =
+        signature::sign(&key, &args.key_id, &method, &uri, body, created, &URL_SAFE_NO_PAD.encode(nonce))
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let mut command = format!("curl -s -X {method} '{}'", args.url);
+    command.push_str(" -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'");
+    command.push_str(" -H 'MCP-Protocol-Version: 2025-06-18'");
+    if let Some(digest) = &signed.content_digest {
+        command.push_str(&format!(" \\\n  -H 'Content-Digest: {digest}'"));
+    }
+    command.push_str(&format!(" \\\n  -H 'Signature-Input: {}'", signed.signature_input));
+    command.push_str(&format!(" \\\n  -H 'Signature: {}'", signed.signature));
+    if !args.data.is_empty() {
+        command.push_str(&format!(" \\\n  --data-raw '{}'", args.data.replace('\'', "'\\''")));
+    }
+    println!("{command}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -150,6 +240,9 @@ fn main() -> ExitCode {
             telemetry::init_logging(cli.log_format);
             let config = toolgate::Config { policy_file: config, proxy_listen: listen, admin_listen };
             report(runtime().and_then(|rt| rt.block_on(toolgate::serve(config)).map_err(anyhow::Error::from)))
+        }
+        Command::Sign { key_file, new_key, key_id, alg, url, method, data } => {
+            report(sign(SignArgs { key_file, new_key, key_id, alg, url, method, data }))
         }
         Command::Demo { listen, admin_listen } => {
             telemetry::init_logging(cli.log_format);

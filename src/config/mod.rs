@@ -162,6 +162,47 @@ struct IdentityDoc {
     upstream_headers: Option<Spanned<UpstreamHeadersDoc>>,
     #[serde(default)]
     resource_metadata: ResourceMetadataDoc,
+    #[serde(default)]
+    signatures: Option<Spanned<SignaturesDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignaturesDoc {
+    #[serde(default = "default_max_skew")]
+    max_skew: HumanDuration,
+    #[serde(default = "default_true")]
+    require_nonce: bool,
+    #[serde(default = "default_nonce_cache")]
+    nonce_cache: usize,
+    keys: Vec<Spanned<SignatureKeyDoc>>,
+}
+
+fn default_max_skew() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_nonce_cache() -> usize {
+    100_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureKeyDoc {
+    id: String,
+    alg: String,
+    /// Ed25519: base64 of the 32-byte public key.
+    #[serde(default)]
+    public_key: Option<String>,
+    /// hmac-sha256: base64 of the shared secret.
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -682,11 +723,77 @@ impl IdentityDoc {
             authorization_servers: self.resource_metadata.authorization_servers,
             scopes_supported: self.resource_metadata.scopes_supported,
         };
-        let mut identity =
-            Identity { api_keys, jwt, trusted_header, upstream_headers, metadata, strip_inbound: Vec::new() };
+        let signatures = self.signatures.as_ref().map(|doc| compile_signatures(path, doc)).transpose()?;
+        let mut identity = Identity {
+            api_keys,
+            jwt,
+            trusted_header,
+            upstream_headers,
+            metadata,
+            signatures,
+            strip_inbound: Vec::new(),
+        };
         identity.strip_inbound = identity::headers_to_strip(&identity);
         Ok(identity)
     }
+}
+
+fn compile_signatures(
+    path: &Path,
+    doc: &Spanned<SignaturesDoc>,
+) -> Result<identity::signature::SignatureSettings, ConfigError> {
+    use base64::Engine;
+    use identity::signature::{KeyAlg, VerifyingKey};
+    let mut keys = HashMap::new();
+    for key in &doc.value.keys {
+        let k = &key.value;
+        let decode = |text: &Option<String>, what: &str| {
+            let text = text
+                .as_deref()
+                .ok_or_else(|| invalid_at(path, key, format_args!("{} keys need `{what}`", k.alg)))?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| invalid_at(path, key, format_args!("`{what}` must be base64")))
+        };
+        let alg = match k.alg.as_str() {
+            "ed25519" => {
+                let public = decode(&k.public_key, "public_key")?;
+                if public.len() != 32 {
+                    return Err(invalid_at(
+                        path,
+                        key,
+                        "an Ed25519 public key is 32 bytes (base64 of the raw key)",
+                    ));
+                }
+                KeyAlg::Ed25519(public)
+            }
+            "hmac-sha256" => {
+                let secret = decode(&k.secret, "secret")?;
+                if secret.len() < 32 {
+                    return Err(invalid_at(path, key, "an hmac-sha256 secret must be at least 32 bytes"));
+                }
+                KeyAlg::HmacSha256(Box::new(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret)))
+            }
+            other => {
+                return Err(invalid_at(
+                    path,
+                    key,
+                    format_args!("unknown signature alg `{other}`: use ed25519 or hmac-sha256"),
+                ));
+            }
+        };
+        let verifying =
+            VerifyingKey { id: k.id.clone(), alg, groups: k.groups.clone(), scopes: k.scopes.clone() };
+        if keys.insert(k.id.clone(), verifying).is_some() {
+            return Err(invalid_at(path, key, format_args!("signature key id `{}` is repeated", k.id)));
+        }
+    }
+    Ok(identity::signature::SignatureSettings {
+        keys,
+        max_skew: doc.value.max_skew.0,
+        require_nonce: doc.value.require_nonce,
+        nonce_cache_max: doc.value.nonce_cache.max(1),
+    })
 }
 
 fn compile_issuer(

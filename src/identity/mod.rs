@@ -1,6 +1,6 @@
 //! Who is calling. Every request is authenticated by exactly one verified
-//! credential — a JWT or an API key as a bearer token, or a header set by a
-//! trusted fronting proxy — or is the anonymous principal where the virtual
+//! credential — a JWT or an API key as a bearer token, an RFC 9421 request
+//! signature, or a header set by a trusted fronting proxy — or is the anonymous principal where the virtual
 //! server allows anonymous access. A credential that fails verification is
 //! refused (401), never downgraded to anonymous.
 //!
@@ -12,11 +12,13 @@
 pub mod api_key;
 pub mod jwt;
 mod net;
+pub mod signature;
 
 pub use net::IpNet;
 
 use http::header::{AUTHORIZATION, HeaderName};
 use http::{HeaderMap, HeaderValue};
+pub use signature::NonceCache;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -125,6 +127,7 @@ pub struct Identity {
     pub trusted_header: Option<TrustedHeader>,
     pub upstream_headers: Option<UpstreamHeaders>,
     pub metadata: ResourceMetadata,
+    pub signatures: Option<signature::SignatureSettings>,
     /// Inbound headers removed before forwarding (computed once).
     pub strip_inbound: Vec<HeaderName>,
 }
@@ -186,13 +189,23 @@ pub fn upstream_identity(identity: &Identity, principal: &Principal) -> Vec<(Hea
     out
 }
 
+/// An established principal, and whether the body still has to match the
+/// signed `Content-Digest` once it is read.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Principal,
+    pub check_digest: bool,
+}
+
 /// Establishes the principal of one request.
 pub fn authenticate(
     identity: &Identity,
     access: &Access,
-    headers: &HeaderMap,
+    request: &signature::Request<'_>,
     peer: IpAddr,
-) -> Result<Principal, AuthError> {
+    nonces: &signature::NonceCache,
+) -> Result<Authenticated, AuthError> {
+    let headers = request.headers;
     let bearer = bearer_token(headers)?;
     let signed = headers.contains_key("signature") || headers.contains_key("signature-input");
     let trusted = identity
@@ -204,10 +217,22 @@ pub fn authenticate(
     if presented > 1 {
         return Err(AuthError::Ambiguous("present exactly one credential".into()));
     }
+    let mut check_digest = false;
     let principal = if let Some(token) = bearer {
         verify_bearer(identity, token)?
     } else if signed {
-        return Err(AuthError::Invalid("request signatures are not accepted by this policy".into()));
+        let settings = identity
+            .signatures
+            .as_ref()
+            .ok_or_else(|| AuthError::Invalid("request signatures are not accepted by this policy".into()))?;
+        let verified = signature::verify(settings, request, nonces).map_err(AuthError::Invalid)?;
+        check_digest = verified.digest_covered;
+        Principal {
+            kind: CredentialKind::Signature,
+            subject: verified.key.id.clone(),
+            groups: verified.key.groups.clone(),
+            scopes: verified.key.scopes.clone(),
+        }
     } else if let Some((header, value)) = trusted {
         let subject =
             value.to_str().map_err(|_| AuthError::Invalid("trusted identity header is not text".into()))?;
@@ -225,7 +250,7 @@ pub fn authenticate(
             scopes: Vec::new(),
         }
     } else if access.anonymous {
-        return Ok(Principal::anonymous());
+        return Ok(Authenticated { principal: Principal::anonymous(), check_digest: false });
     } else {
         return Err(AuthError::Missing);
     };
@@ -237,7 +262,7 @@ pub fn authenticate(
     if !missing.is_empty() {
         return Err(AuthError::InsufficientScope(missing));
     }
-    Ok(principal)
+    Ok(Authenticated { principal, check_digest })
 }
 
 /// The bearer token, if `Authorization` holds one. RFC 6750 §2.1: the

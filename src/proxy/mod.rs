@@ -48,6 +48,8 @@ pub struct Gateway {
     pub upstream: UpstreamClient,
     pub metrics: Arc<Metrics>,
     pub sessions: session::Sessions,
+    /// Nonces of recent request signatures, process-wide.
+    pub nonces: identity::NonceCache,
 }
 
 /// What one request was, for its log line and metrics.
@@ -109,8 +111,15 @@ async fn pipeline(
     let server = route(policy, request.uri().path())?;
     guard::host(request.uri(), request.headers(), transport)?;
     guard::origin(request.headers(), transport)?;
-    let principal = identity::authenticate(&policy.identity, &server.access, request.headers(), peer.ip())
-        .map_err(|error| auth::refusal(error, policy, server, request.headers(), request.uri()))?;
+    let signed = identity::signature::Request {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+    };
+    let authenticated =
+        identity::authenticate(&policy.identity, &server.access, &signed, peer.ip(), &gateway.nonces)
+            .map_err(|error| auth::refusal(error, policy, server, request.headers(), request.uri()))?;
+    let principal = authenticated.principal;
     let view = server.view(&principal);
 
     let (parts, body) = request.into_parts();
@@ -123,6 +132,17 @@ async fn pipeline(
             guard::post_accept(&parts.headers)?;
             guard::content_type(&parts.headers)?;
             let bytes = read_body(body, transport.max_body).await?;
+            if authenticated.check_digest {
+                identity::signature::check_content_digest(&parts.headers, &bytes).map_err(|why| {
+                    auth::refusal(
+                        identity::AuthError::Invalid(why),
+                        policy,
+                        server,
+                        &parts.headers,
+                        &parts.uri,
+                    )
+                })?;
+            }
             let payload = envelope::parse(&bytes)?;
             exchange.rpc_method = payload_label(&payload);
             let version = guard::protocol_version(&parts.headers, Some(&payload), transport)?;

@@ -74,7 +74,7 @@ impl Server {
             upstream: UpstreamClient::new(),
             metrics: Arc::new(Metrics::new()),
             sessions: Default::default(),
-            nonces: Default::default(),
+            caches: Default::default(),
         });
         gateway.metrics.policy_running(&gateway.policy.load().meta);
         let reloader = Reloader::new(config.policy_file.clone(), listen.clone(), gateway.clone());

@@ -469,3 +469,128 @@ async fn sessions_belong_to_the_principal_that_opened_them() -> TestResult {
     gate.shutdown().await;
     Ok(())
 }
+
+/// A JWKS endpoint the test controls: its document (None answers 503),
+/// a fetch counter, and a delay so that concurrent misses overlap.
+struct JwksServer {
+    addr: SocketAddr,
+    document: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(document: String) -> Self {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(document)));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (doc, count) = (shared.clone(), fetches.clone());
+        let addr = serve_http(move |_request: http::Request<hyper::body::Incoming>| {
+            let (doc, count) = (doc.clone(), count.clone());
+            async move {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let current = doc.lock().map(|d| d.clone()).unwrap_or(None);
+                let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                    current.clone().unwrap_or_default(),
+                )));
+                if current.is_none() {
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                response
+            }
+        })
+        .await;
+        Self { addr, document: shared, fetches }
+    }
+
+    fn serve(&self, document: Option<String>) {
+        if let Ok(mut d) = self.document.lock() {
+            *d = document;
+        }
+    }
+
+    fn fetched(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn jwks_from_a_url_is_cached_shared_and_rotated() -> TestResult {
+    let keys = Keys::new();
+    let jwks = JwksServer::start(keys.jwks("ed-1")).await;
+    let upstream = start_echo_upstream().await;
+    let top = format!(
+        "identity:\n  jwt:\n    - issuer: {ISSUER}\n      audiences: [https://mcp.example.com/mcp]\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 10m, min_refetch: 1s }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
+        jwks.addr
+    );
+    let gate = start_gate(&policy(upstream, "", &top)).await;
+    let ok = |kid: &str| bearer(&keys.ed_token(kid, &claims(json!({}))));
+
+    // First use fetches; later uses are served from the cache.
+    for _ in 0..5 {
+        let auth = ok("ed-1");
+        assert_eq!(
+            post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(jwks.fetched(), 1, "one fetch for five requests");
+
+    // Rotation: a new kid is fetched on first sight, once for a burst.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    jwks.serve(Some(keys.jwks("ed-2")));
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let (addr, auth) = (gate.addr, ok("ed-2"));
+            tokio::spawn(
+                async move { post(addr, &[V0618, ("authorization", auth.as_str())], PING).await.status },
+            )
+        })
+        .collect();
+    for request in burst {
+        assert_eq!(request.await?, StatusCode::OK);
+    }
+    assert_eq!(jwks.fetched(), 2, "twenty concurrent misses, one fetch");
+
+    // Unknown kids cannot make toolgate hammer the identity provider.
+    for _ in 0..10 {
+        let auth = ok("ed-unknown");
+        assert_eq!(
+            post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(jwks.fetched() <= 3, "rate-limited: {} fetches", jwks.fetched());
+
+    // The endpoint goes down: the last good keys keep working.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    jwks.serve(None);
+    let auth = ok("ed-unknown-2");
+    assert_eq!(
+        post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let auth = ok("ed-2");
+    assert_eq!(
+        post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await.status,
+        StatusCode::OK
+    );
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_url_refuses_tokens_but_not_the_proxy() -> TestResult {
+    let keys = Keys::new();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let upstream = start_echo_upstream().await;
+    let top = format!(
+        "identity:\n  jwt:\n    - issuer: {ISSUER}\n      audiences: [https://mcp.example.com/mcp]\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{closed}/jwks.json\" }}\nvirtual_servers:\n  default:\n    anonymous: true\n    tools: {{ allow: ['*'] }}\n"
+    );
+    let gate = start_gate(&policy(upstream, "", &top)).await;
+    let auth = bearer(&keys.ed_token("ed-1", &claims(json!({}))));
+    let reply = post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "no keys, no entry (never anonymous)");
+    assert_eq!(post(gate.addr, &[V0618], PING).await.status, StatusCode::OK, "others are served");
+    gate.shutdown().await;
+    Ok(())
+}

@@ -241,7 +241,21 @@ struct JwtDoc {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JwksDoc {
-    file: String,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default = "default_jwks_refresh")]
+    refresh: HumanDuration,
+    #[serde(default = "default_jwks_min_refetch")]
+    min_refetch: HumanDuration,
+}
+
+fn default_jwks_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_jwks_min_refetch() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 fn default_jwt_algorithms() -> Vec<String> {
@@ -836,10 +850,31 @@ fn compile_issuer(
             "a JWT issuer needs at least one audience: the resource's URL (RFC 8707)",
         ));
     }
+    let mut remote = None;
     let keys = match &j.jwks {
         None => Default::default(),
-        Some(jwks) => {
-            let file = path.parent().unwrap_or(Path::new(".")).join(&jwks.file);
+        Some(JwksDoc { file: None, url: Some(url), refresh, min_refetch }) => {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| invalid_at(path, doc, format_args!("jwks.url `{url}` is not a URL")))?;
+            let loopback = matches!(uri.host(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            match uri.scheme_str() {
+                Some("https") => {}
+                Some("http") if loopback => {}
+                _ => {
+                    return Err(invalid_at(
+                        path,
+                        doc,
+                        "jwks.url must be https:// (http:// only for a loopback host)",
+                    ));
+                }
+            }
+            remote =
+                Some(identity::jwks::RemoteJwks { url: uri, refresh: refresh.0, min_refetch: min_refetch.0 });
+            Default::default()
+        }
+        Some(JwksDoc { file: Some(file), url: None, .. }) => {
+            let file = path.parent().unwrap_or(Path::new(".")).join(file);
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 invalid_at(path, doc, format_args!("cannot read JWKS {}: {e}", file.display()))
             })?;
@@ -848,6 +883,7 @@ fn compile_issuer(
             identity::jwt::keys_from_jwks(&text)
                 .map_err(|m| invalid_at(path, doc, format_args!("{}: {m}", file.display())))?
         }
+        Some(_) => return Err(invalid_at(path, doc, "jwks needs exactly one of `file` and `url`")),
     };
     let secret = match &j.secret {
         None => None,
@@ -888,6 +924,7 @@ fn compile_issuer(
         groups_claim: j.groups_claim.clone(),
         scopes_claim: j.scopes_claim.clone(),
         keys,
+        remote,
         secret,
     })
 }
@@ -1030,6 +1067,21 @@ mod tests {
 
     fn panic_error(what: &str) -> ConfigError {
         ConfigError::Invalid { path: String::new(), line: 0, column: 0, message: format!("missing {what}") }
+    }
+
+    #[test]
+    fn jwks_sources_are_validated() {
+        let with = |jwks: &str| {
+            format!(
+                "version: 1\nupstream: {{ url: http://x/mcp }}\nidentity:\n  jwt:\n    - issuer: i\n      audiences: [a]\n      jwks: {jwks}\n{VS}"
+            )
+        };
+        assert!(load(&with("{ url: 'https://id.example.com/jwks.json' }")).is_ok());
+        assert!(load(&with("{ url: 'http://127.0.0.1:9/jwks.json' }")).is_ok());
+        assert!(error_of(&with("{ url: 'http://id.example.com/jwks.json' }")).contains("https://"));
+        assert!(error_of(&with("{ url: 'https://a/j', file: j.json }")).contains("exactly one"));
+        assert!(error_of(&with("{}")).contains("exactly one"));
+        assert!(error_of(&with("{ file: /no/such/jwks.json }")).contains("cannot read JWKS"));
     }
 
     #[test]

@@ -25,8 +25,10 @@ pub struct Issuer {
     pub required_claims: Vec<String>,
     pub groups_claim: String,
     pub scopes_claim: String,
-    /// Keys by `kid`, with the algorithm family each fits.
+    /// Keys by `kid`, with the algorithm family each fits (from a file).
     pub keys: HashMap<String, DecodingKey>,
+    /// Or: keys fetched from a JWKS URL, held in the shared cache.
+    pub remote: Option<super::jwks::RemoteJwks>,
     /// A shared secret for HS256/384/512, if configured.
     pub secret: Option<DecodingKey>,
 }
@@ -74,8 +76,12 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
-/// Verifies `token` against the issuers; the first whose `iss` matches.
-pub fn verify(issuers: &[Issuer], token: &str) -> Result<Claims, Rejected> {
+/// The issuer a token claims and the `kid` it names, read without
+/// verification, to pick keys (and, for a JWKS URL, to fetch them first).
+pub fn claimed<'i>(
+    issuers: &'i [Issuer],
+    token: &str,
+) -> Result<(&'i Issuer, jsonwebtoken::Header), Rejected> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| Rejected(format!("malformed token: {e}")))?;
     let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
         .map_err(|e| Rejected(format!("malformed token: {e}")))?;
@@ -85,6 +91,20 @@ pub fn verify(issuers: &[Issuer], token: &str) -> Result<Claims, Rejected> {
         .iter()
         .find(|i| i.issuer == iss)
         .ok_or_else(|| Rejected(format!("issuer `{}` is not trusted", shorten(iss))))?;
+    Ok((issuer, header))
+}
+
+/// Verifies `token` against the issuers; the first whose `iss` matches.
+pub fn verify(issuers: &[Issuer], token: &str, remote: &super::jwks::RemoteKeys) -> Result<Claims, Rejected> {
+    let (issuer, header) = claimed(issuers, token)?;
+    let fetched;
+    let keys = match &issuer.remote {
+        Some(source) => {
+            fetched = remote.keys(&source.url);
+            &*fetched
+        }
+        None => &issuer.keys,
+    };
     if !issuer.algorithms.contains(&header.alg) {
         return Err(Rejected(format!("algorithm {:?} is not accepted for this issuer", header.alg)));
     }
@@ -94,7 +114,7 @@ pub fn verify(issuers: &[Issuer], token: &str) -> Result<Claims, Rejected> {
         }
         _ => {
             let kid = header.kid.as_deref().ok_or_else(|| Rejected("token has no `kid`".into()))?;
-            issuer.keys.get(kid).ok_or_else(|| Rejected(format!("unknown key `{}`", shorten(kid))))?
+            keys.get(kid).ok_or_else(|| Rejected(format!("unknown key `{}`", shorten(kid))))?
         }
     };
     if key.family() != header.alg.family() {

@@ -10,6 +10,7 @@
 //! instead send the verified identity in headers of its own.
 
 pub mod api_key;
+pub mod jwks;
 pub mod jwt;
 mod net;
 pub mod signature;
@@ -189,6 +190,28 @@ pub fn upstream_identity(identity: &Identity, principal: &Principal) -> Vec<(Hea
     out
 }
 
+/// State shared by every request: signature nonces and fetched JWKS.
+#[derive(Default)]
+pub struct Caches {
+    pub nonces: signature::NonceCache,
+    pub jwks: std::sync::Arc<jwks::RemoteKeys>,
+}
+
+/// Before [`authenticate`]: if the request carries a JWT whose issuer's
+/// keys come from a URL, makes sure the shared cache has them (fetching,
+/// single-flight and rate-limited, when the `kid` is unknown).
+pub async fn prepare(identity: &Identity, headers: &HeaderMap, caches: &Caches) {
+    let Ok(Some(token)) = bearer_token(headers) else { return };
+    if identity.jwt.is_empty() || !jwt::looks_like_jwt(token) {
+        return;
+    }
+    if let Ok((issuer, header)) = jwt::claimed(&identity.jwt, token)
+        && let Some(source) = &issuer.remote
+    {
+        caches.jwks.prepare(source, header.kid.as_deref()).await;
+    }
+}
+
 /// An established principal, and whether the body still has to match the
 /// signed `Content-Digest` once it is read.
 #[derive(Debug, Clone)]
@@ -203,7 +226,7 @@ pub fn authenticate(
     access: &Access,
     request: &signature::Request<'_>,
     peer: IpAddr,
-    nonces: &signature::NonceCache,
+    caches: &Caches,
 ) -> Result<Authenticated, AuthError> {
     let headers = request.headers;
     let bearer = bearer_token(headers)?;
@@ -219,13 +242,13 @@ pub fn authenticate(
     }
     let mut check_digest = false;
     let principal = if let Some(token) = bearer {
-        verify_bearer(identity, token)?
+        verify_bearer(identity, token, &caches.jwks)?
     } else if signed {
         let settings = identity
             .signatures
             .as_ref()
             .ok_or_else(|| AuthError::Invalid("request signatures are not accepted by this policy".into()))?;
-        let verified = signature::verify(settings, request, nonces).map_err(AuthError::Invalid)?;
+        let verified = signature::verify(settings, request, &caches.nonces).map_err(AuthError::Invalid)?;
         check_digest = verified.digest_covered;
         Principal {
             kind: CredentialKind::Signature,
@@ -285,9 +308,9 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     Ok(Some(token))
 }
 
-fn verify_bearer(identity: &Identity, token: &str) -> Result<Principal, AuthError> {
+fn verify_bearer(identity: &Identity, token: &str, jwks: &jwks::RemoteKeys) -> Result<Principal, AuthError> {
     if !identity.jwt.is_empty() && jwt::looks_like_jwt(token) {
-        let claims = jwt::verify(&identity.jwt, token).map_err(|e| AuthError::Invalid(e.0))?;
+        let claims = jwt::verify(&identity.jwt, token, jwks).map_err(|e| AuthError::Invalid(e.0))?;
         return Ok(Principal {
             kind: CredentialKind::Jwt,
             subject: claims.subject,

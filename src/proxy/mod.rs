@@ -48,8 +48,8 @@ pub struct Gateway {
     pub upstream: UpstreamClient,
     pub metrics: Arc<Metrics>,
     pub sessions: session::Sessions,
-    /// Nonces of recent request signatures, process-wide.
-    pub nonces: identity::NonceCache,
+    /// Signature nonces and fetched JWKS, process-wide.
+    pub caches: identity::Caches,
 }
 
 /// What one request was, for its log line and metrics.
@@ -116,8 +116,9 @@ async fn pipeline(
         uri: request.uri(),
         headers: request.headers(),
     };
+    identity::prepare(&policy.identity, request.headers(), &gateway.caches).await;
     let authenticated =
-        identity::authenticate(&policy.identity, &server.access, &signed, peer.ip(), &gateway.nonces)
+        identity::authenticate(&policy.identity, &server.access, &signed, peer.ip(), &gateway.caches)
             .map_err(|error| auth::refusal(error, policy, server, request.headers(), request.uri()))?;
     let principal = authenticated.principal;
     let view = server.view(&principal);

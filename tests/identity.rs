@@ -266,6 +266,8 @@ async fn bad_tokens_are_refused_each_for_its_reason() -> TestResult {
     let cases: Vec<(&str, String, &str)> = vec![
         ("expired", keys.ed_token("ed-1", &claims(json!({ "exp": now() - 120 }))), "expired"),
         ("future nbf", keys.ed_token("ed-1", &claims(json!({ "nbf": now() + 600 }))), "not valid yet"),
+        ("future iat", keys.ed_token("ed-1", &claims(json!({ "iat": now() + 600 }))), "iat"),
+        ("string exp", keys.ed_token("ed-1", &claims(json!({ "exp": (now() + 600).to_string() }))), ""),
         (
             "wrong aud",
             keys.ed_token("ed-1", &claims(json!({ "aud": "https://other.example.com/mcp" }))),

@@ -133,6 +133,16 @@ pub fn verify(issuers: &[Issuer], token: &str, remote: &super::jwks::RemoteKeys)
     validation.set_required_spec_claims(&required);
     let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| Rejected(describe(&e)))?;
     let claims = data.claims;
+    // A token issued in the future (beyond leeway) was minted by a clock or
+    // a forger toolgate should not trust; jsonwebtoken does not check `iat`.
+    if let Some(iat) = claims.get("iat") {
+        let now = jsonwebtoken::get_current_timestamp();
+        match iat.as_u64() {
+            Some(iat) if iat <= now + issuer.leeway.as_secs() => {}
+            Some(_) => return Err(Rejected("token is issued in the future (iat)".into())),
+            None => return Err(Rejected("token `iat` is not a number".into())),
+        }
+    }
     for claim in &issuer.required_claims {
         if claims.get(claim).is_none_or(Value::is_null) {
             return Err(Rejected(format!("token lacks the required claim `{claim}`")));
@@ -172,4 +182,67 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
 
 fn shorten(text: &str) -> String {
     text.chars().take(80).filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::crypto;
+
+    /// Verifies a JWS compact serialisation's signature with a key loaded the
+    /// way production loads keys: from a JWKS document.
+    fn verifies(jwk: serde_json::Value, kid: &str, compact: &str, alg: Algorithm) -> bool {
+        let keys = keys_from_jwks(&serde_json::json!({ "keys": [jwk] }).to_string()).unwrap_or_default();
+        let Some(key) = keys.get(kid) else { return false };
+        let Some((message, signature)) = compact.rsplit_once('.') else { return false };
+        crypto::verify(signature, message.as_bytes(), key, alg).unwrap_or(false)
+    }
+
+    const RFC7515_PAYLOAD: &str =
+        "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
+
+    #[test]
+    fn rfc7515_a1_hs256() {
+        let jwk = serde_json::json!({ "kty": "oct", "kid": "a1",
+            "k": "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow" });
+        let compact = format!(
+            "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.{RFC7515_PAYLOAD}.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        );
+        assert!(verifies(jwk.clone(), "a1", &compact, Algorithm::HS256));
+        let tampered = compact.replace(".dBjf", ".eBjf");
+        assert!(!verifies(jwk, "a1", &tampered, Algorithm::HS256));
+    }
+
+    #[test]
+    fn rfc7515_a3_es256() {
+        let jwk = serde_json::json!({ "kty": "EC", "crv": "P-256", "kid": "a3",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" });
+        let compact = format!(
+            "eyJhbGciOiJFUzI1NiJ9.{RFC7515_PAYLOAD}.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
+        );
+        assert!(verifies(jwk.clone(), "a3", &compact, Algorithm::ES256));
+        // The key's family must fit the algorithm (RFC 7518 §3.1).
+        let keys = keys_from_jwks(&serde_json::json!({ "keys": [jwk] }).to_string()).unwrap_or_default();
+        assert_eq!(keys.get("a3").map(DecodingKey::family), Some(Algorithm::ES256.family()));
+        assert_ne!(Algorithm::HS256.family(), Algorithm::ES256.family());
+    }
+
+    #[test]
+    fn rfc8037_a4_ed25519() {
+        let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "kid": "a4",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" });
+        let compact = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
+        assert!(verifies(jwk.clone(), "a4", compact, Algorithm::EdDSA));
+        let other_payload =
+            compact.replace("RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc", "RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmcu");
+        assert!(!verifies(jwk, "a4", &other_payload, Algorithm::EdDSA));
+    }
+
+    #[test]
+    fn jwks_documents_are_checked() {
+        assert!(keys_from_jwks("{").is_err());
+        assert!(keys_from_jwks(r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#)
+            .unwrap_err()
+            .contains("kid"));
+    }
 }

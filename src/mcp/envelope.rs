@@ -143,8 +143,9 @@ pub fn parse(body: &[u8]) -> Result<Payload<'_>, EnvelopeError> {
     }
 }
 
-/// A JSON string that borrows when it has no escapes.
-struct CowStr<'a>(Cow<'a, str>);
+/// A JSON string that borrows when it has no escapes (object keys
+/// included, after unescaping).
+pub(crate) struct CowStr<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for CowStr<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

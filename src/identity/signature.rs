@@ -513,6 +513,59 @@ mod tests {
         assert!(check_content_digest(&headers, body).is_err(), "no supported algorithm");
     }
 
+    /// Signs `input`'s base with `pair` and checks it through `verify`.
+    fn verify_with_input(input_params: &str) -> Result<(), String> {
+        let pair =
+            aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&[3; 32]).map_err(|e| e.to_string())?;
+        use aws_lc_rs::signature::KeyPair;
+        let settings = SignatureSettings {
+            keys: [(
+                "k".to_owned(),
+                VerifyingKey {
+                    id: "k".into(),
+                    alg: KeyAlg::Ed25519(pair.public_key().as_ref().to_vec()),
+                    groups: vec![],
+                    scopes: vec![],
+                },
+            )]
+            .into(),
+            max_skew: Duration::from_secs(60),
+            require_nonce: false,
+            nonce_cache_max: 10,
+        };
+        let method = Method::GET;
+        let uri: Uri = "/mcp".parse().map_err(|_| "uri")?;
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, "gw.example.com".parse().map_err(|_| "host")?);
+        let input = format!("sig1={input_params}");
+        let base = {
+            let request = Request { method: &method, uri: &uri, headers: &headers };
+            base_of(&input, &request)
+        };
+        let signature = STANDARD.encode(pair.sign(base.as_bytes()));
+        headers.insert("signature-input", input.parse().map_err(|_| "input")?);
+        headers.insert("signature", format!("sig1=:{signature}:").parse().map_err(|_| "sig")?);
+        let request = Request { method: &method, uri: &uri, headers: &headers };
+        verify(&settings, &request, &NonceCache::default()).map(|_| ())
+    }
+
+    #[test]
+    fn expires_is_honoured() {
+        let now = unix_now();
+        let components = r#"("@method" "@authority" "@path")"#;
+        assert_eq!(
+            verify_with_input(&format!(r#"{components};created={now};keyid="k";expires={}"#, now + 30)),
+            Ok(())
+        );
+        let expired =
+            verify_with_input(&format!(r#"{components};created={now};keyid="k";expires={}"#, now - 5));
+        assert_eq!(expired, Err("the signature has expired".into()));
+        // The same path refuses a signature whose alg names another algorithm.
+        let wrong_alg =
+            verify_with_input(&format!(r#"{components};created={now};keyid="k";alg="hmac-sha256""#));
+        assert!(wrong_alg.is_err_and(|e| e.contains("alg")));
+    }
+
     #[test]
     fn nonces_are_single_use_and_bounded() {
         let cache = NonceCache::default();

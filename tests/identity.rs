@@ -413,23 +413,30 @@ async fn an_sdk_client_with_a_bearer_token_sees_its_own_view() -> TestResult {
     std::fs::write(dir.join("policy.yaml"), text)?;
     let gate = start_gate_with_file(&dir.join("policy.yaml")).await;
 
-    let list = |token: String| {
+    // What one principal sees and may run, through the SDK client.
+    let view = |token: String| {
         let url = gate.url();
         async move {
             let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
             let client = ().serve(StreamableHttpClientTransport::from_config(config)).await?;
             let names: Vec<String> =
                 client.list_all_tools().await?.into_iter().map(|t| t.name.to_string()).collect();
+            let mut runs = Vec::new();
+            for tool in ["status", "restart_db", "delete_file"] {
+                let result = client.call_tool(rmcp::model::CallToolRequestParams::new(tool)).await;
+                runs.push(result.is_ok());
+            }
             client.cancel().await?;
-            Ok::<_, BoxError>(names)
+            Ok::<_, BoxError>((names, runs))
         }
     };
-    assert_eq!(
-        list(keys.ed_token("ed-1", &claims(json!({})))).await?,
-        ["restart_db", "restart_cache", "status"]
-    );
-    assert_eq!(list(API_KEY.to_owned()).await?, ["status"]);
-    assert!(list("wrong".to_owned()).await.is_err(), "a bad token cannot even initialize");
+    let (names, runs) = view(keys.ed_token("ed-1", &claims(json!({})))).await?;
+    assert_eq!(names, ["restart_db", "restart_cache", "status"], "alice (sre) by JWT");
+    assert_eq!(runs, [true, true, false]);
+    let (names, runs) = view(API_KEY.to_owned()).await?;
+    assert_eq!(names, ["status"], "ci-bot by API key");
+    assert_eq!(runs, [true, false, false]);
+    assert!(view("wrong".to_owned()).await.is_err(), "a bad token cannot even initialize");
     gate.shutdown().await;
     Ok(())
 }

@@ -201,8 +201,13 @@ pub struct Caches {
 /// keys come from a URL, makes sure the shared cache has them (fetching,
 /// single-flight and rate-limited, when the `kid` is unknown).
 pub async fn prepare(identity: &Identity, headers: &HeaderMap, caches: &Caches) {
+    // Only issuers with a JWKS URL need anything before verification; with
+    // file keys, skip the unverified decode that `authenticate` repeats.
+    if !identity.jwt.iter().any(|issuer| issuer.remote.is_some()) {
+        return;
+    }
     let Ok(Some(token)) = bearer_token(headers) else { return };
-    if identity.jwt.is_empty() || !jwt::looks_like_jwt(token) {
+    if !jwt::looks_like_jwt(token) {
         return;
     }
     if let Ok((issuer, header)) = jwt::claimed(&identity.jwt, token)

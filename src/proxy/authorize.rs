@@ -81,15 +81,11 @@ pub fn authorize(
         };
         refusals.push((index, error));
     }
-    if refusals.is_empty() {
-        return None;
-    }
+    let (_, first_error) = refusals.first()?;
     Some(match payload {
-        Payload::Single(message) => match &refusals[0].1 {
-            // A refused notification has no one to answer: swallow it.
-            _ if message.kind == Kind::Notification => accepted(),
-            error => json_response(&answer(message.id, error)),
-        },
+        // A refused notification has no one to answer: swallow it.
+        Payload::Single(message) if message.kind == Kind::Notification => accepted(),
+        Payload::Single(message) => json_response(&answer(message.id, first_error)),
         Payload::Batch(messages) => {
             let not_run = json!({
                 "code": -32600,

@@ -57,6 +57,10 @@ enum Command {
         /// The principal's subject.
         #[arg(long, default_value = "anonymous")]
         subject: String,
+        /// The issuer of the principal's JWT (for rules that name issuers,
+        /// and subjects of one issuer).
+        #[arg(long)]
+        issuer: Option<String>,
         /// How the principal authenticated: anonymous, api_key, jwt,
         /// signature or trusted_header (default: anonymous for the subject
         /// `anonymous`, else jwt).
@@ -222,7 +226,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Explain { config, server, target, groups, subject, credential } => {
+        Command::Explain { config, server, target, groups, subject, issuer, credential } => {
             let kind = match credential.as_deref() {
                 Some(name) => match CredentialKind::parse(name) {
                     Some(kind) => kind,
@@ -234,7 +238,9 @@ fn main() -> ExitCode {
                 None if subject == "anonymous" => CredentialKind::Anonymous,
                 None => CredentialKind::Jwt,
             };
-            explain(&config, &server, target, Principal::with_groups(kind, &subject, &groups))
+            let mut principal = Principal::with_groups(kind, &subject, &groups);
+            principal.issuer = issuer;
+            explain(&config, &server, target, principal)
         }
         Command::Run { config, listen, admin_listen } => {
             telemetry::init_logging(cli.log_format);

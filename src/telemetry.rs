@@ -270,9 +270,11 @@ pub fn audit_call_refused(
         target: "toolgate::audit",
         event = "call_refused",
         virtual_server = server,
-        principal = %principal.subject,
+        credential = principal.kind.as_str(),
+        issuer = %Untrusted(principal.issuer.as_deref().unwrap_or("")),
+        principal = %Untrusted(&principal.subject),
         kind = kind.as_str(),
-        name,
+        name = %Untrusted(name),
         rule = %decision,
         "call refused"
     );
@@ -290,12 +292,47 @@ pub fn audit_list_filtered(server: &str, principal: &Principal, removed: &[Remov
             target: "toolgate::audit",
             event = "list_filtered",
             virtual_server = server,
-            principal = %principal.subject,
+            credential = principal.kind.as_str(),
+            issuer = %Untrusted(principal.issuer.as_deref().unwrap_or("")),
+            principal = %Untrusted(&principal.subject),
             kind = kind.as_str(),
             removed = names.len(),
-            names = %shown,
+            names = %Untrusted(&shown),
             "list filtered"
         );
+    }
+}
+
+/// Text from outside the process (paths, names, subjects, parser errors
+/// quoting input) as a log field: control characters, line and paragraph
+/// separators and bidirectional overrides are escaped (`\n`, `\u{202e}`),
+/// so no value can end a log line, forge another, or disguise itself on a
+/// terminal; and it is cut at 256 characters.
+pub struct Untrusted<'a>(pub &'a str);
+
+impl std::fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for (count, c) in self.0.chars().enumerate() {
+            if count == 256 {
+                return f.write_str("…");
+            }
+            let disguising = matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || disguising || c == '\\' {
+                for escaped in c.escape_default() {
+                    f.write_char(escaped)?;
+                }
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Untrusted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -346,5 +383,17 @@ mod tests {
         assert!(text.contains(r#"toolgate_refusals_total{reason="origin"} 1"#), "{text}");
         assert!(text.contains("toolgate_upstream_duration_seconds_count{outcome=\"ok\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn untrusted_text_cannot_forge_lines() {
+        let forged =
+            "x\n2026-01-01T00:00:00Z  INFO toolgate::audit: call allowed\r\u{1b}[31m\u{202e}\u{2028}\\n";
+        let shown = Untrusted(forged).to_string();
+        assert!(!shown.chars().any(|c| c.is_control() || c == '\u{202e}' || c == '\u{2028}'), "{shown}");
+        assert!(shown.starts_with("x\\n2026"), "{shown}");
+        assert!(shown.ends_with("\\u{2028}\\\\n"), "a literal backslash is escaped too: {shown}");
+        assert_eq!(Untrusted(&"a".repeat(300)).to_string().chars().count(), 257);
+        assert_eq!(Untrusted("tools/call ünï").to_string(), "tools/call ünï");
     }
 }

@@ -106,13 +106,13 @@ fn identity_policy(upstream: SocketAddr, trusted_from: &str) -> String {
     - {{ id: ci-bot, sha256: "{}", groups: [ci] }}
   jwt:
     - issuer: {ISSUER}
-      audiences: [https://mcp.example.com/mcp]
       algorithms: [EdDSA, ES256, RS256]
       jwks: {{ file: jwks.json }}
       leeway: 5s
   trusted_header: {{ subject: X-Authenticated-User, groups: X-Authenticated-Groups, from: [{trusted_from}] }}
   upstream_headers: {{ subject: X-Toolgate-Subject, groups: X-Toolgate-Groups }}
   resource_metadata:
+    base_url: https://mcp.example.com
     authorization_servers: [{ISSUER}]
 virtual_servers:
   default:
@@ -157,17 +157,17 @@ async fn no_credential_is_a_401_with_the_metadata_challenge() -> TestResult {
     let reply = post(gate.addr, &[V0618], PING).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     let challenge = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let metadata_url = format!("http://{}/.well-known/oauth-protected-resource/mcp", gate.addr);
+    let metadata_url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
     assert_eq!(challenge, format!("Bearer resource_metadata=\"{metadata_url}\""));
     assert_eq!(reply.rpc_code(), Some(-32001));
 
     // The metadata itself (RFC 9728), per virtual server.
     let metadata = send(gate.addr, "GET", "/.well-known/oauth-protected-resource/mcp", &[], "").await.json();
-    assert_eq!(metadata["resource"], format!("http://{}/mcp", gate.addr));
+    assert_eq!(metadata["resource"], "https://mcp.example.com/mcp");
     assert_eq!(metadata["authorization_servers"], json!([ISSUER]));
     let named =
         send(gate.addr, "GET", "/.well-known/oauth-protected-resource/servers/jwt-only/mcp", &[], "").await;
-    assert_eq!(named.json()["resource"], format!("http://{}/servers/jwt-only/mcp", gate.addr));
+    assert_eq!(named.json()["resource"], "https://mcp.example.com/servers/jwt-only/mcp");
     assert_eq!(named.json()["scopes_supported"], json!(["mcp:write"]));
     let unknown =
         send(gate.addr, "GET", "/.well-known/oauth-protected-resource/servers/nope/mcp", &[], "").await;
@@ -322,15 +322,29 @@ async fn scopes_and_credential_kinds_are_required_per_server() -> TestResult {
     };
     let reply = with(bearer(API_KEY)).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "API keys are not accepted here");
-    let reply = with(bearer(&keys.ed_token("ed-1", &claims(json!({ "scope": "mcp:read" }))))).await;
+    // RFC 8707: each virtual server is its own resource. A token for /mcp
+    // is not one for /servers/jwt-only/mcp.
+    let reply = with(bearer(&keys.ed_token("ed-1", &claims(json!({}))))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert!(reply.text().contains("not for this resource (aud)"), "{}", reply.text());
+    let aud = json!({ "aud": "https://mcp.example.com/servers/jwt-only/mcp" });
+    let both =
+        json!({ "aud": ["https://mcp.example.com/mcp", "https://mcp.example.com/servers/jwt-only/mcp"] });
+    let reply =
+        with(bearer(&keys.ed_token("ed-1", &claims(json!({ "scope": "mcp:read", "aud": aud["aud"] })))))
+            .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     let challenge = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
     assert!(
         challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"mcp:write\""),
         "{challenge}"
     );
-    let reply = with(bearer(&keys.ed_token("ed-1", &claims(json!({}))))).await;
+    let reply = with(bearer(&keys.ed_token("ed-1", &claims(aud.clone())))).await;
     assert_eq!(reply.status, StatusCode::OK);
+    let reply = with(bearer(&keys.ed_token("ed-1", &claims(both.clone())))).await;
+    assert_eq!(reply.status, StatusCode::OK, "a token may name several resources");
+    let headers = [V0618, ("authorization", &bearer(&keys.ed_token("ed-1", &claims(aud))))];
+    assert_eq!(post(gate.addr, &headers, PING).await.status, StatusCode::UNAUTHORIZED, "and not /mcp");
     // No credential at all: the 401 names the scope this server needs.
     let reply = send(gate.addr, "POST", path, &[&[V0618], POST_HEADERS].concat(), PING).await;
     let challenge = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -528,7 +542,7 @@ async fn jwks_from_a_url_is_cached_shared_and_rotated() -> TestResult {
     let jwks = JwksServer::start(keys.jwks("ed-1")).await;
     let upstream = start_echo_upstream().await;
     let top = format!(
-        "identity:\n  jwt:\n    - issuer: {ISSUER}\n      audiences: [https://mcp.example.com/mcp]\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 10m, min_refetch: 1s }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
+        "identity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: {ISSUER}\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 10m, min_refetch: 1s }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
         jwks.addr
     );
     let gate = start_gate(&policy(upstream, "", &top)).await;
@@ -593,7 +607,7 @@ async fn an_unreachable_jwks_url_refuses_tokens_but_not_the_proxy() -> TestResul
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
     let upstream = start_echo_upstream().await;
     let top = format!(
-        "identity:\n  jwt:\n    - issuer: {ISSUER}\n      audiences: [https://mcp.example.com/mcp]\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{closed}/jwks.json\" }}\nvirtual_servers:\n  default:\n    anonymous: true\n    tools: {{ allow: ['*'] }}\n"
+        "identity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: {ISSUER}\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{closed}/jwks.json\" }}\nvirtual_servers:\n  default:\n    anonymous: true\n    tools: {{ allow: ['*'] }}\n"
     );
     let gate = start_gate(&policy(upstream, "", &top)).await;
     let auth = bearer(&keys.ed_token("ed-1", &claims(json!({}))));

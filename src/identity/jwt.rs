@@ -1,6 +1,8 @@
 //! JWT bearer tokens (RFC 7519), verified with jsonwebtoken on aws-lc-rs.
 //!
-//! Per issuer: accepted audiences (RFC 8707: the token must name this
+//! The audience is the virtual server's (RFC 8707 and MCP authorization:
+//! each MCP endpoint is its own resource, so a token for `/mcp` is not one
+//! for `/servers/ops/mcp`). Per issuer:
 //! resource), accepted algorithms, leeway, required claims, and the claims
 //! that carry groups and scopes. Keys come from a JWKS; the token's `kid`
 //! picks the key, and the key's type must fit the token's `alg`, so an
@@ -19,7 +21,6 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Issuer {
     pub issuer: String,
-    pub audiences: Vec<String>,
     pub algorithms: Vec<Algorithm>,
     pub leeway: Duration,
     pub required_claims: Vec<String>,
@@ -37,7 +38,6 @@ impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuer")
             .field("issuer", &self.issuer)
-            .field("audiences", &self.audiences)
             .field("keys", &self.keys.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -46,6 +46,8 @@ impl std::fmt::Debug for Issuer {
 /// What a verified token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
+    /// The issuer that signed it: `sub` is unique only within it.
+    pub issuer: String,
     pub subject: String,
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
@@ -82,9 +84,10 @@ pub fn claimed<'i>(
     issuers: &'i [Issuer],
     token: &str,
 ) -> Result<(&'i Issuer, jsonwebtoken::Header), Rejected> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| Rejected(format!("malformed token: {e}")))?;
+    // The parsers' own messages quote the input: say what failed instead.
+    let header = jsonwebtoken::decode_header(token).map_err(|_| unreadable_header(token))?;
     let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
-        .map_err(|e| Rejected(format!("malformed token: {e}")))?;
+        .map_err(|_| Rejected("malformed token: its claims are not a JSON object".into()))?;
     let iss =
         unverified.get("iss").and_then(Value::as_str).ok_or_else(|| Rejected("token has no `iss`".into()))?;
     let issuer = issuers
@@ -94,8 +97,30 @@ pub fn claimed<'i>(
     Ok((issuer, header))
 }
 
-/// Verifies `token` against the issuers; the first whose `iss` matches.
-pub fn verify(issuers: &[Issuer], token: &str, remote: &super::jwks::RemoteKeys) -> Result<Claims, Rejected> {
+/// Why a token's header could not be read: most often an `alg` outside
+/// RFC 7518 (`none` above all), said as such.
+fn unreadable_header(token: &str) -> Rejected {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    let alg = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|value| value.get("alg").and_then(Value::as_str).map(shorten));
+    match alg {
+        Some(alg) => Rejected(format!("algorithm `{alg}` is not accepted")),
+        None => Rejected("malformed token: its header is not a JWS header".into()),
+    }
+}
+
+/// Verifies `token` against the issuers (the one whose `iss` matches), for
+/// a resource known by `audiences`: the token's `aud` must name one.
+pub fn verify(
+    issuers: &[Issuer],
+    audiences: &[String],
+    token: &str,
+    remote: &super::jwks::RemoteKeys,
+) -> Result<Claims, Rejected> {
     let (issuer, header) = claimed(issuers, token)?;
     let fetched;
     let keys = match &issuer.remote {
@@ -126,7 +151,7 @@ pub fn verify(issuers: &[Issuer], token: &str, remote: &super::jwks::RemoteKeys)
     validation.validate_exp = true;
     validation.validate_nbf = true;
     validation.validate_aud = true;
-    validation.set_audience(&issuer.audiences);
+    validation.set_audience(audiences);
     validation.set_issuer(&[&issuer.issuer]);
     let mut required: Vec<&str> = vec!["exp", "iss", "aud", "sub"];
     required.extend(issuer.required_claims.iter().map(String::as_str).filter(|c| ["nbf"].contains(c)));
@@ -148,8 +173,12 @@ pub fn verify(issuers: &[Issuer], token: &str, remote: &super::jwks::RemoteKeys)
             return Err(Rejected(format!("token lacks the required claim `{claim}`")));
         }
     }
-    let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let subject = match claims.get("sub").and_then(Value::as_str) {
+        Some(sub) if !sub.is_empty() => sub.to_owned(),
+        _ => return Err(Rejected("token `sub` must be a non-empty string".into())),
+    };
     Ok(Claims {
+        issuer: issuer.issuer.clone(),
         subject,
         groups: strings(claims.get(&issuer.groups_claim)),
         scopes: strings(claims.get(&issuer.scopes_claim)),
@@ -176,7 +205,11 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidSignature => "token signature does not verify".into(),
         ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the required claim `{claim}`"),
         ErrorKind::InvalidAlgorithm => "token algorithm does not fit the key".into(),
-        _ => format!("token refused: {error}"),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) | ErrorKind::Base64(_) | ErrorKind::InvalidToken => {
+            "malformed token".into()
+        }
+        // Other kinds' messages may quote the token; name the kind only.
+        _ => "token refused".into(),
     }
 }
 

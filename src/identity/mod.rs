@@ -17,6 +17,7 @@ pub mod signature;
 
 pub use net::IpNet;
 
+use crate::mcp::headers::{SingleHeader, single};
 use http::header::{AUTHORIZATION, HeaderName};
 use http::{HeaderMap, HeaderValue};
 pub use signature::NonceCache;
@@ -62,10 +63,15 @@ impl fmt::Display for CredentialKind {
     }
 }
 
-/// Who is calling, as established by one verified credential.
+/// Who is calling, as established by one verified credential. A subject
+/// means something only together with its credential kind and, for a JWT,
+/// its issuer (OIDC makes `sub` unique per issuer only): rules, session
+/// ownership and the identity sent upstream all use the three together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub kind: CredentialKind,
+    /// The JWT's `iss`; `None` for every other kind.
+    pub issuer: Option<String>,
     /// The JWT `sub`, the API key's id, the signing key's id, or the
     /// trusted header's value.
     pub subject: String,
@@ -77,6 +83,7 @@ impl Principal {
     pub fn anonymous() -> Self {
         Self {
             kind: CredentialKind::Anonymous,
+            issuer: None,
             subject: "anonymous".into(),
             groups: Vec::new(),
             scopes: Vec::new(),
@@ -85,17 +92,28 @@ impl Principal {
 
     /// A principal with a subject and groups (for rules and `explain`).
     pub fn with_groups(kind: CredentialKind, subject: &str, groups: &[String]) -> Self {
-        Self { kind, subject: subject.to_owned(), groups: groups.to_vec(), scopes: Vec::new() }
+        Self { kind, issuer: None, subject: subject.to_owned(), groups: groups.to_vec(), scopes: Vec::new() }
     }
 
-    /// What owns a session: the credential kind and the subject.
+    /// The same principal, as issued by `issuer`.
+    pub fn issued_by(mut self, issuer: &str) -> Self {
+        self.issuer = Some(issuer.to_owned());
+        self
+    }
+
+    /// What owns a session: kind, issuer and subject, written so that no
+    /// two principals share one (the issuer's length goes first, since an
+    /// issuer or a subject may hold any character).
     pub fn owner_key(&self) -> String {
-        format!("{}:{}", self.kind.as_str(), self.subject)
+        let issuer = self.issuer.as_deref().unwrap_or("");
+        format!("{}:{}:{issuer}{}", self.kind.as_str(), issuer.len(), self.subject)
     }
 }
 
 /// A header an authenticating proxy in front of toolgate sets. Honoured
-/// only on connections from `from`; stripped from everyone else.
+/// only on connections from `from`; stripped from everyone else. It must
+/// appear once and not be empty: a repeated header would be read as its
+/// first value by one reader and its last by another.
 #[derive(Debug, Clone)]
 pub struct TrustedHeader {
     pub subject: HeaderName,
@@ -103,10 +121,14 @@ pub struct TrustedHeader {
     pub from: Vec<IpNet>,
 }
 
-/// Headers toolgate sets for the upstream with the verified identity.
+/// Headers toolgate sets for the upstream with the verified identity: the
+/// subject with its credential kind and (for a JWT) its issuer, so that the
+/// upstream can tell `alice` of one issuer from `alice` of another.
 #[derive(Debug, Clone)]
 pub struct UpstreamHeaders {
     pub subject: HeaderName,
+    pub credential: HeaderName,
+    pub issuer: HeaderName,
     pub groups: Option<HeaderName>,
 }
 
@@ -142,6 +164,9 @@ pub struct Access {
     pub credentials: Vec<CredentialKind>,
     /// Scopes every caller's token must carry.
     pub required_scopes: Vec<String>,
+    /// What a JWT's `aud` must name to be accepted here: the virtual
+    /// server's resource URL, or the audiences configured on it.
+    pub audiences: Vec<String>,
 }
 
 /// Why a request is not authenticated or not authorized to use the server.
@@ -165,7 +190,7 @@ pub fn headers_to_strip(identity: &Identity) -> Vec<HeaderName> {
     let mut names =
         vec![AUTHORIZATION, HeaderName::from_static("signature"), HeaderName::from_static("signature-input")];
     if let Some(h) = &identity.upstream_headers {
-        names.push(h.subject.clone());
+        names.extend([h.subject.clone(), h.credential.clone(), h.issuer.clone()]);
         names.extend(h.groups.clone());
     }
     if let Some(t) = &identity.trusted_header {
@@ -176,18 +201,44 @@ pub fn headers_to_strip(identity: &Identity) -> Vec<HeaderName> {
 }
 
 /// The identity headers for the upstream, if the policy asks for them.
+/// Values are percent-encoded where they hold `%`, `,` or anything but
+/// visible ASCII, so a group named `cn=a,ou=b` cannot read as two groups
+/// and no value is ever dropped for not fitting in a header.
 pub fn upstream_identity(identity: &Identity, principal: &Principal) -> Vec<(HeaderName, HeaderValue)> {
     let Some(names) = &identity.upstream_headers else { return Vec::new() };
-    let mut out = Vec::new();
-    if let Ok(value) = HeaderValue::from_str(&principal.subject) {
-        out.push((names.subject.clone(), value));
+    let mut out = vec![
+        (names.subject.clone(), header_text(&principal.subject)),
+        (names.credential.clone(), HeaderValue::from_static(principal.kind.as_str())),
+    ];
+    if let Some(issuer) = &principal.issuer {
+        out.push((names.issuer.clone(), header_text(issuer)));
     }
-    if let Some(groups) = &names.groups
-        && let Ok(value) = HeaderValue::from_str(&principal.groups.join(","))
-    {
-        out.push((groups.clone(), value));
+    if let Some(groups) = &names.groups {
+        let encoded: Vec<String> = principal.groups.iter().map(|g| percent_encode(g)).collect();
+        if let Ok(value) = HeaderValue::from_str(&encoded.join(",")) {
+            out.push((groups.clone(), value));
+        }
     }
     out
+}
+
+/// `text` with `%`, `,` and every byte outside visible ASCII as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x21..=0x7e).contains(&byte) && byte != b'%' && byte != b',' {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+fn header_text(text: &str) -> HeaderValue {
+    // Percent-encoded text is visible ASCII, which a header always holds.
+    HeaderValue::from_str(&percent_encode(text)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// State shared by every request: signature nonces and fetched JWKS.
@@ -236,18 +287,20 @@ pub fn authenticate(
     let headers = request.headers;
     let bearer = bearer_token(headers)?;
     let signed = headers.contains_key("signature") || headers.contains_key("signature-input");
-    let trusted = identity
-        .trusted_header
-        .as_ref()
-        .filter(|t| t.from.iter().any(|net| net.contains(peer)))
-        .and_then(|t| headers.get(&t.subject).map(|v| (t, v)));
+    let trusted =
+        identity.trusted_header.as_ref().filter(|t| t.from.iter().any(|net| net.contains(peer))).and_then(
+            |t| match single(headers, &t.subject) {
+                SingleHeader::Absent => None,
+                found => Some((t, found)),
+            },
+        );
     let presented = usize::from(bearer.is_some()) + usize::from(signed) + usize::from(trusted.is_some());
     if presented > 1 {
         return Err(AuthError::Ambiguous("present exactly one credential".into()));
     }
     let mut check_digest = false;
     let principal = if let Some(token) = bearer {
-        verify_bearer(identity, token, &caches.jwks)?
+        verify_bearer(identity, &access.audiences, token, &caches.jwks)?
     } else if signed {
         let settings = identity
             .signatures
@@ -257,23 +310,37 @@ pub fn authenticate(
         check_digest = verified.digest_covered;
         Principal {
             kind: CredentialKind::Signature,
+            issuer: None,
             subject: verified.key.id.clone(),
             groups: verified.key.groups.clone(),
             scopes: verified.key.scopes.clone(),
         }
     } else if let Some((header, value)) = trusted {
-        let subject =
-            value.to_str().map_err(|_| AuthError::Invalid("trusted identity header is not text".into()))?;
-        let groups = header
-            .groups
-            .as_ref()
-            .and_then(|g| headers.get(g))
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect())
-            .unwrap_or_default();
+        let subject = match value {
+            SingleHeader::Value(subject) if !subject.is_empty() => subject,
+            SingleHeader::Repeated => {
+                return Err(AuthError::Ambiguous(
+                    "the trusted identity header appears more than once".into(),
+                ));
+            }
+            _ => return Err(AuthError::Invalid("the trusted identity header is empty or not text".into())),
+        };
+        let groups = match header.groups.as_ref().map(|g| single(headers, g)) {
+            None | Some(SingleHeader::Absent) => Vec::new(),
+            Some(SingleHeader::Value(v)) => {
+                v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect()
+            }
+            Some(SingleHeader::Repeated) => {
+                return Err(AuthError::Ambiguous("the trusted groups header appears more than once".into()));
+            }
+            Some(SingleHeader::NotText) => {
+                return Err(AuthError::Invalid("the trusted groups header is not text".into()));
+            }
+        };
         Principal {
             kind: CredentialKind::TrustedHeader,
-            subject: subject.trim().to_owned(),
+            issuer: None,
+            subject: subject.to_owned(),
             groups,
             scopes: Vec::new(),
         }
@@ -313,11 +380,18 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     Ok(Some(token))
 }
 
-fn verify_bearer(identity: &Identity, token: &str, jwks: &jwks::RemoteKeys) -> Result<Principal, AuthError> {
+fn verify_bearer(
+    identity: &Identity,
+    audiences: &[String],
+    token: &str,
+    jwks: &jwks::RemoteKeys,
+) -> Result<Principal, AuthError> {
     if !identity.jwt.is_empty() && jwt::looks_like_jwt(token) {
-        let claims = jwt::verify(&identity.jwt, token, jwks).map_err(|e| AuthError::Invalid(e.0))?;
+        let claims =
+            jwt::verify(&identity.jwt, audiences, token, jwks).map_err(|e| AuthError::Invalid(e.0))?;
         return Ok(Principal {
             kind: CredentialKind::Jwt,
+            issuer: Some(claims.issuer),
             subject: claims.subject,
             groups: claims.groups,
             scopes: claims.scopes,
@@ -326,6 +400,7 @@ fn verify_bearer(identity: &Identity, token: &str, jwks: &jwks::RemoteKeys) -> R
     match api_key::find(&identity.api_keys, token) {
         Some(key) => Ok(Principal {
             kind: CredentialKind::ApiKey,
+            issuer: None,
             subject: key.id.clone(),
             groups: key.groups.clone(),
             scopes: key.scopes.clone(),

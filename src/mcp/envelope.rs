@@ -10,8 +10,11 @@
 //! `{"method":"tools/list","method":"tools/call",…}` would then be judged as
 //! one method and executed as another. Every key of the envelope, and the
 //! keys of `params` that policy reads, are therefore checked for duplicates,
-//! after JSON unescaping (`"\u006dethod"` is `"method"`).
+//! after JSON unescaping (`"\u006dethod"` is `"method"`); and a key that
+//! folds onto one of them (`"Method"`, `"paramſ"`) is refused too, because
+//! a case-insensitive upstream reads it as that member (see [`keys`]).
 
+use super::keys::{self, Member};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -214,6 +217,14 @@ impl<'de> Deserialize<'de> for Field<'de> {
     }
 }
 
+/// The error for a key that a case-insensitive upstream reads as `name`.
+fn folded<E: de::Error>(key: &str, name: &str, path: &str) -> E {
+    let shown: String = key.chars().take(64).collect();
+    E::custom(format_args!(
+        "key `{shown}` differs from `{path}{name}` only in case; refused because case-insensitive upstreams read it as `{name}`"
+    ))
+}
+
 fn set_once<T, E: de::Error>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), E> {
     if slot.is_some() {
         return Err(E::custom(format_args!("duplicate key `{key}` in the JSON-RPC message")));
@@ -221,6 +232,13 @@ fn set_once<T, E: de::Error>(slot: &mut Option<T>, key: &str, value: T) -> Resul
     *slot = Some(value);
     Ok(())
 }
+
+/// The members of `params` that policy reads, in the order of [`Params`].
+const PARAMS: [&str; 6] = ["name", "uri", "cursor", "taskId", "protocolVersion", "ref"];
+/// The members of `params.ref`.
+const REFERENCE: [&str; 3] = ["type", "name", "uri"];
+/// The members of the envelope.
+const ENVELOPE: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 
 impl<'de> Deserialize<'de> for Params<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -233,18 +251,19 @@ impl<'de> Deserialize<'de> for Params<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut params = Params::default();
                 while let Some(CowStr(key)) = map.next_key()? {
-                    let slot = match key.as_ref() {
-                        "name" => &mut params.name,
-                        "uri" => &mut params.uri,
-                        "cursor" => &mut params.cursor,
-                        "taskId" => &mut params.task_id,
-                        "protocolVersion" => &mut params.protocol_version,
-                        "ref" => {
+                    let slot = match keys::classify(&key, &PARAMS) {
+                        Member::Exact(0) => &mut params.name,
+                        Member::Exact(1) => &mut params.uri,
+                        Member::Exact(2) => &mut params.cursor,
+                        Member::Exact(3) => &mut params.task_id,
+                        Member::Exact(4) => &mut params.protocol_version,
+                        Member::Exact(_) => {
                             let reference: Reference<'de> = map.next_value()?;
                             set_once(&mut params.reference, "params.ref", reference)?;
                             continue;
                         }
-                        _ => {
+                        Member::Folded(i) => return Err(folded(&key, PARAMS[i], "params.")),
+                        Member::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
                         }
@@ -274,11 +293,12 @@ impl<'de> Deserialize<'de> for Reference<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut reference = Reference::default();
                 while let Some(CowStr(key)) = map.next_key()? {
-                    let slot = match key.as_ref() {
-                        "type" => &mut reference.kind,
-                        "name" => &mut reference.name,
-                        "uri" => &mut reference.uri,
-                        _ => {
+                    let slot = match keys::classify(&key, &REFERENCE) {
+                        Member::Exact(0) => &mut reference.kind,
+                        Member::Exact(1) => &mut reference.name,
+                        Member::Exact(_) => &mut reference.uri,
+                        Member::Folded(i) => return Err(folded(&key, REFERENCE[i], "params.ref.")),
+                        Member::Other => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
                         }
@@ -318,20 +338,21 @@ impl<'de> Visitor<'de> for MessageVisitor {
         let mut other_keys: Vec<Cow<'de, str>> = Vec::new();
 
         while let Some(CowStr(key)) = map.next_key()? {
-            match key.as_ref() {
-                "jsonrpc" => set_once(&mut jsonrpc, "jsonrpc", map.next_value()?)?,
-                "id" => set_once(&mut id, "id", map.next_value()?)?,
-                "method" => set_once(&mut method, "method", map.next_value()?)?,
-                "params" => set_once(&mut params, "params", map.next_value()?)?,
-                "result" => {
+            match keys::classify(&key, &ENVELOPE) {
+                Member::Exact(0) => set_once(&mut jsonrpc, "jsonrpc", map.next_value()?)?,
+                Member::Exact(1) => set_once(&mut id, "id", map.next_value()?)?,
+                Member::Exact(2) => set_once(&mut method, "method", map.next_value()?)?,
+                Member::Exact(3) => set_once(&mut params, "params", map.next_value()?)?,
+                Member::Exact(4) => {
                     map.next_value::<IgnoredAny>()?;
                     set_once(&mut result, "result", ())?;
                 }
-                "error" => {
+                Member::Exact(_) => {
                     map.next_value::<IgnoredAny>()?;
                     set_once(&mut error, "error", ())?;
                 }
-                _ => {
+                Member::Folded(i) => return Err(folded(&key, ENVELOPE[i], "")),
+                Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                     if other_keys.contains(&key) {
                         return Err(de::Error::custom(format_args!(
@@ -448,6 +469,27 @@ mod tests {
         assert!(
             invalid(br#"{"jsonrpc":"2.0","id":1,"method":"x","extra":1,"extra":2}"#)
                 .contains("duplicate key `extra`")
+        );
+    }
+
+    #[test]
+    fn keys_a_case_insensitive_upstream_would_read_are_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","NAME":"delete_database"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"paramſ":{"name":"delete_database"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"delete_database"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","n\u0061ME":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"ıd":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","URI":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","Name":"b"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"REF":{"type":"ref/prompt","name":"b"}}}"#,
+        ] {
+            assert!(invalid(body.as_bytes()).contains("only in case"), "{body}");
+        }
+        // Members policy does not read may use any case.
+        single(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"NAME":"b","Name":1}}}"#,
         );
     }
 

@@ -74,13 +74,128 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
     best.unwrap_or(false)
 }
 
-/// Whether `Content-Type` is `application/json` (parameters such as
-/// `charset=utf-8` allowed).
-pub fn is_json_content(headers: &HeaderMap) -> bool {
-    match single(headers, &http::header::CONTENT_TYPE) {
-        SingleHeader::Value(v) => v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(JSON)),
-        _ => false,
+/// Why a `Content-Type` cannot be read with certainty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaTypeError {
+    Absent,
+    Repeated,
+    /// Not `type/subtype *( OWS ";" OWS [ parameter ] )` (RFC 9110 §8.3.1).
+    Malformed,
+    /// A charset other than UTF-8, or more than one.
+    Charset(String),
+}
+
+impl std::fmt::Display for MediaTypeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaTypeError::Absent => f.write_str("no Content-Type"),
+            MediaTypeError::Repeated => f.write_str("more than one Content-Type"),
+            MediaTypeError::Malformed => f.write_str("a Content-Type that is not a media type"),
+            MediaTypeError::Charset(charset) => write!(f, "charset `{charset}` (only UTF-8 is accepted)"),
+        }
     }
+}
+
+/// The essence (`type/subtype`, as written) of a message's one
+/// `Content-Type`, which may name no charset but UTF-8.
+///
+/// Readers decode a body by its charset (Express's body-parser decodes
+/// UTF-7; Python's httpx decodes text answers by it), while toolgate reads
+/// UTF-8: a body in any other charset would be judged as one text and read
+/// as another. Parameters other than `charset` change no reader's decoding.
+pub fn content_type(headers: &HeaderMap) -> Result<&str, MediaTypeError> {
+    let value = match single(headers, &http::header::CONTENT_TYPE) {
+        SingleHeader::Value(value) => value,
+        SingleHeader::Absent => return Err(MediaTypeError::Absent),
+        SingleHeader::Repeated => return Err(MediaTypeError::Repeated),
+        SingleHeader::NotText => return Err(MediaTypeError::Malformed),
+    };
+    let (essence, charset) = parse_media_type(value).ok_or(MediaTypeError::Malformed)?;
+    match charset {
+        Some(Charset::Utf8) | None => Ok(essence),
+        Some(Charset::Other(other)) => Err(MediaTypeError::Charset(other.chars().take(40).collect())),
+    }
+}
+
+enum Charset<'a> {
+    Utf8,
+    Other(&'a str),
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn token(text: &str) -> (&str, &str) {
+    let end = text.bytes().position(|b| !is_tchar(b)).unwrap_or(text.len());
+    text.split_at(end)
+}
+
+/// `type/subtype` and its charset, if the value is a well-formed media type
+/// naming at most one charset.
+fn parse_media_type(value: &str) -> Option<(&str, Option<Charset<'_>>)> {
+    const OWS: [char; 2] = [' ', '\t'];
+    let (kind, rest) = token(value);
+    let rest = rest.strip_prefix('/')?;
+    let (subtype, mut rest) = token(rest);
+    if kind.is_empty() || subtype.is_empty() {
+        return None;
+    }
+    let essence = &value[..kind.len() + 1 + subtype.len()];
+    let mut charset = None;
+    loop {
+        rest = rest.trim_start_matches(OWS);
+        if rest.is_empty() {
+            return Some((essence, charset));
+        }
+        rest = rest.strip_prefix(';')?.trim_start_matches(OWS);
+        if rest.is_empty() || rest.starts_with(';') {
+            continue;
+        }
+        let (name, after) = token(rest);
+        let after = after.strip_prefix('=')?;
+        if name.is_empty() {
+            return None;
+        }
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted_end(quoted)?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let (value, after) = token(after);
+            if value.is_empty() {
+                return None;
+            }
+            (value, after)
+        };
+        rest = after;
+        if name.eq_ignore_ascii_case("charset") {
+            if charset.is_some() {
+                return Some((essence, Some(Charset::Other("given twice"))));
+            }
+            charset =
+                Some(if value.eq_ignore_ascii_case("utf-8") { Charset::Utf8 } else { Charset::Other(value) });
+        }
+    }
+}
+
+/// The index of the closing quote of a quoted-string whose opening quote
+/// was just consumed.
+fn quoted_end(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return Some(i),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Whether a request's `Content-Type` is `application/json` in UTF-8.
+pub fn is_json_content(headers: &HeaderMap) -> bool {
+    content_type(headers).is_ok_and(|essence| essence.eq_ignore_ascii_case(JSON))
 }
 
 /// Methods whose `Mcp-Name` header carries a params member, and which one
@@ -180,7 +295,34 @@ mod tests {
 
     #[test]
     fn content_type() {
-        assert!(is_json_content(&headers(&[("content-type", "application/json; charset=utf-8")])));
+        for good in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            "application/json ; charset=utf-8 ; profile=x",
+            "application/json;;",
+        ] {
+            assert!(is_json_content(&headers(&[("content-type", good)])), "{good}");
+        }
+        for bad in [
+            "application/json; charset=utf-7",
+            "application/json; charset=\"utf-7\"",
+            "application/json; charset=utf-16",
+            "application/json; charset=utf8",
+            "application/json; charset=utf-8; charset=utf-7",
+            "application/json; charset=utf-8; CHARSET=utf-8",
+            "application/json-rpc",
+            "application/jsonx",
+            "application/json,text/plain",
+            "application/json; charset",
+            "application/json; charset=\"utf-8",
+            "application /json",
+            "application/json x",
+            "/json",
+        ] {
+            assert!(!is_json_content(&headers(&[("content-type", bad)])), "{bad}");
+        }
         assert!(!is_json_content(&headers(&[("content-type", "text/plain")])));
         assert!(!is_json_content(&headers(&[
             ("content-type", "application/json"),

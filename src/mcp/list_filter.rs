@@ -7,10 +7,12 @@
 //! kept: `nextCursor`, `_meta` and every unknown field survive untouched.
 //! Anything the filter cannot read with certainty (not JSON, duplicate keys,
 //! a list member that is not an array, an item whose name is not one
-//! string) is an error, and the caller refuses the message rather than pass
-//! it on unfiltered.
+//! string, a key that a case-insensitive client would read as a member the
+//! filter reads) is an error, and the caller refuses the message rather
+//! than pass it on unfiltered.
 
 use super::envelope::CowStr;
+use super::keys::{self, Member};
 use crate::policy::ListKind;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -19,15 +21,21 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Whether `text` could hold a list result. A cheap byte scan run before any
-/// parse: a message without any list member name, and without `\u`
-/// escapes (which could spell one), cannot be a list result.
+/// parse. A list result needs a list member (`tools`, `prompts`,
+/// `resources`, `resourceTemplates`) as a key, which every reader of UTF-8
+/// JSON finds spelled in the bytes: literally in any letter case (readers
+/// such as Go's match keys case-insensitively), with a `\u` escape, or with
+/// `ſ`, which such readers fold to `s`. Text with none of these cannot be
+/// a list result in anyone's reading.
 pub fn may_hold_list(text: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 4] = [b"tools", b"prompts", b"resource", b"\\u"];
-    NEEDLES.iter().any(|needle| memmem(text, needle))
+    const NEEDLES: [&[u8]; 3] = [b"tools", b"prompts", b"resource"];
+    const EXACT: [&[u8]; 2] = [b"\\u", "ſ".as_bytes()];
+    NEEDLES.iter().any(|needle| contains_ignore_ascii_case(text, needle))
+        || EXACT.iter().any(|needle| text.windows(needle.len()).any(|w| w == *needle))
 }
 
-fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// What filtering did to one message (a JSON-RPC object or a batch array).
@@ -125,13 +133,28 @@ const LIST_MEMBERS: [(&str, ListKind, &str); 4] = [
     ("resourceTemplates", ListKind::ResourceTemplate, "uriTemplate"),
 ];
 
+const LIST_MEMBER_NAMES: [&str; 4] = ["tools", "prompts", "resources", "resourceTemplates"];
+
+fn folded(key: &str, name: &str) -> Unfilterable {
+    let shown: String = key.chars().take(64).collect();
+    Unfilterable(format!("key `{shown}` differs from `{name}` only in case"))
+}
+
 fn filter_object(
     text: &[u8],
     keep: &mut dyn FnMut(ListKind, &str) -> bool,
     removed: &mut Vec<Removed>,
 ) -> Result<Outcome, Unfilterable> {
     let envelope = members(text)?;
-    let Some(result) = envelope.0.iter().find(|(k, _)| k == "result").map(|(_, v)| *v) else {
+    let mut result = None;
+    for (key, value) in &envelope.0 {
+        match keys::classify(key, &["result"]) {
+            Member::Exact(_) => result = Some(*value),
+            Member::Folded(_) => return Err(folded(key, "result")),
+            Member::Other => {}
+        }
+    }
+    let Some(result) = result else {
         return Ok(Outcome::Unchanged);
     };
     if !result.get().starts_with('{') {
@@ -140,8 +163,10 @@ fn filter_object(
     let result_members = members(result.get().as_bytes())?;
     let mut replaced: Vec<(usize, Vec<u8>)> = Vec::new();
     for (index, (key, value)) in result_members.0.iter().enumerate() {
-        let Some((_, kind, name_key)) = LIST_MEMBERS.iter().find(|(k, ..)| key == k) else {
-            continue;
+        let (_, kind, name_key) = match keys::classify(key, &LIST_MEMBER_NAMES) {
+            Member::Exact(i) => &LIST_MEMBERS[i],
+            Member::Folded(i) => return Err(folded(key, LIST_MEMBER_NAMES[i])),
+            Member::Other => continue,
         };
         if let Some(list) = filter_list(value, *kind, name_key, keep, removed)? {
             replaced.push((index, list));
@@ -202,11 +227,14 @@ fn filter_list(
     let mut kept: Vec<&RawValue> = Vec::with_capacity(items.len());
     for item in &items {
         let item_members = members(item.get().as_bytes())?;
-        let name = item_members
-            .0
-            .iter()
-            .find(|(k, _)| k == name_key)
-            .and_then(|(_, v)| serde_json::from_str::<Cow<'_, str>>(v.get()).ok());
+        let mut name = None;
+        for (key, value) in &item_members.0 {
+            match keys::classify(key, &[name_key]) {
+                Member::Exact(_) => name = serde_json::from_str::<Cow<'_, str>>(value.get()).ok(),
+                Member::Folded(_) => return Err(folded(key, name_key)),
+                Member::Other => {}
+            }
+        }
         match name {
             Some(name) if keep(kind, &name) => kept.push(item),
             Some(name) => removed.push(Removed { kind, name: name.into_owned() }),
@@ -314,6 +342,11 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":5}]}}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}"#,
             r#"{"jsonrpc":"2.0","result":{},"result":{"tools":[]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}],"Tools":[{"name":"b"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"toolſ":[{"name":"b"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","NAME":"b"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"a","Uri":"b"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"Result":{"tools":[{"name":"b"}]}}"#,
         ] {
             assert!(run(text, &["a"]).0.is_err(), "{text}");
         }
@@ -326,5 +359,8 @@ mod tests {
         ));
         assert!(may_hold_list(br#"{"result":{"tools":[]}}"#));
         assert!(may_hold_list(br#"{"result":{"resourceTemplates":[]}}"#));
+        assert!(may_hold_list(br#"{"result":{"TOOLS":[]}}"#));
+        assert!(may_hold_list(br#"{"result":{"Prompts":[]}}"#));
+        assert!(may_hold_list("{\"result\":{\"toolſ\":[]}}".as_bytes()));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod envelope;
 pub mod headers;
+pub mod keys;
 pub mod list_filter;
 pub mod sse;
 pub mod version;

@@ -5,9 +5,16 @@
 //!
 //! Written here because the SSE crates at hand buffer without a bound; an
 //! upstream must not be able to make toolgate hold an unbounded event.
-//! Parsing follows the WHATWG HTML "event stream interpretation": lines end
-//! in CRLF, LF or CR; a blank line ends an event; `:` starts a comment; one
-//! space after the colon is dropped; `data` lines join with `\n`.
+//! Parsing follows the WHATWG HTML "event stream interpretation": one
+//! leading byte-order mark is dropped; lines end in CRLF, LF or CR; a blank
+//! line ends an event; `:` starts a comment; one space after the colon is
+//! dropped; `data` lines join with `\n`.
+//!
+//! Not every reader follows it: Go readers built on `bufio` end lines at LF
+//! only (a bare CR joins two lines into one), and Python's httpx also ends
+//! lines at VT, FF, FS, GS, RS, NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR
+//! (`str.splitlines`). [`ambiguous_framing`] finds events those readers
+//! would split differently.
 
 use bytes::{Bytes, BytesMut};
 
@@ -72,11 +79,15 @@ pub struct Splitter {
     /// scanning resumes there.
     resume: usize,
     limit: usize,
+    /// Whether the stream's start was checked for a byte-order mark.
+    started: bool,
 }
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl Splitter {
     pub fn new(limit: usize) -> Self {
-        Self { buffer: BytesMut::new(), resume: 0, limit }
+        Self { buffer: BytesMut::new(), resume: 0, limit, started: false }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
@@ -90,6 +101,18 @@ impl Splitter {
 
     /// The next complete event, if the buffer holds one.
     pub fn next_event(&mut self) -> Result<Option<Event>, TooLarge> {
+        if !self.started {
+            // WHATWG: the stream is decoded as UTF-8, which drops one
+            // leading BOM; without this the first field name would be
+            // `\u{feff}data` and its event would go unread.
+            if self.buffer.len() < BOM.len() && BOM.starts_with(&self.buffer) {
+                return Ok(None);
+            }
+            if self.buffer.starts_with(BOM) {
+                let _ = self.buffer.split_to(BOM.len());
+            }
+            self.started = true;
+        }
         match find_event_end(&self.buffer, self.resume) {
             Ok(end) => {
                 let raw = self.buffer.split_to(end).freeze();
@@ -136,6 +159,23 @@ fn find_event_end(buffer: &[u8], from: usize) -> Result<usize, usize> {
         }
     }
     Err(line_start)
+}
+
+/// Whether readers other than WHATWG's would split `raw` (one event, as
+/// received) into other lines: a bare CR (Go's `bufio` readers do not end
+/// a line there), VT, FF, FS, GS or RS anywhere, or NEL, LINE SEPARATOR or
+/// PARAGRAPH SEPARATOR outside a `data` line (Python's httpx ends lines at
+/// all of these). Inside a `data` line the last three can only sit in a JSON
+/// string, where splitting leaves text no JSON reader accepts.
+pub fn ambiguous_framing(raw: &[u8]) -> bool {
+    let bare_cr = raw.iter().enumerate().any(|(i, b)| *b == b'\r' && raw.get(i + 1) != Some(&b'\n'));
+    if bare_cr || raw.iter().any(|b| matches!(b, 0x0b | 0x0c | 0x1c..=0x1e)) {
+        return true;
+    }
+    const UNICODE_BREAKS: [&[u8]; 3] = [b"\xC2\x85", b"\xE2\x80\xA8", b"\xE2\x80\xA9"];
+    lines(raw)
+        .filter(|line| field_name(line) != b"data")
+        .any(|line| UNICODE_BREAKS.iter().any(|needle| line.windows(needle.len()).any(|w| w == *needle)))
 }
 
 fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -236,6 +276,34 @@ mod tests {
         let mut splitter = Splitter::new(8);
         splitter.push(b"data: 0123456789");
         assert!(splitter.next_event().is_err(), "an unfinished event over the limit is refused too");
+    }
+
+    #[test]
+    fn one_leading_byte_order_mark_is_dropped() -> Result<(), TooLarge> {
+        let bytes = b"\xEF\xBB\xBFdata: {\"a\":1}\n\n\xEF\xBB\xBFdata: 2\n\n";
+        for split in 0..bytes.len() {
+            let (a, b) = bytes.split_at(split);
+            let events = all_events(&[a, b], 1024)?;
+            assert_eq!(events.len(), 2, "split at {split}");
+            assert_eq!(events[0].data, b"{\"a\":1}", "split at {split}");
+            assert_eq!(&events[0].raw[..], b"data: {\"a\":1}\n\n");
+            // Only the stream's first BOM is dropped.
+            assert!(!events[1].has_data, "split at {split}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn framing_other_readers_split_differently() {
+        assert!(!ambiguous_framing(b"event: message\r\ndata: {\"a\":1}\r\n\r\n"));
+        assert!(!ambiguous_framing("data: {\"a\":\"x\u{2028}y\u{85}\"}\n\n".as_bytes()));
+        assert!(ambiguous_framing(b"data: {\"a\"\r: 1}\n\n"));
+        assert!(ambiguous_framing(b"data: 1\r\r"));
+        assert!(ambiguous_framing(b": x\x0cdata: {}\n\n"));
+        assert!(ambiguous_framing(b"data: {\"a\":\"\x1e\"}\n\n"));
+        assert!(ambiguous_framing(": note\u{2028}data: {}\n\n".as_bytes()));
+        assert!(ambiguous_framing("event: x\u{2029}data: {}\n\n".as_bytes()));
+        assert!(ambiguous_framing("id: 1\u{85}data: {}\n\n".as_bytes()));
     }
 
     #[test]

@@ -82,23 +82,37 @@ impl Grants {
 }
 
 /// A rule: extra grants for principals in any of `groups` or with any of
-/// `subjects` (either, if both are given), and — if `credentials` is not
-/// empty — only when the request was authenticated by one of those kinds.
-#[derive(Debug, Clone)]
+/// `subjects` (either, if both are given), and — if `credentials` or
+/// `issuers` are not empty — only when the request was authenticated by one
+/// of those kinds, with a JWT from one of those issuers.
+///
+/// A subject is a name within one credential kind and (for JWTs) one
+/// issuer: `alice` of one issuer is not `alice` of another, nor the API
+/// key named `alice`. `subject_namespace` is that kind and issuer, settled
+/// when the policy is compiled.
+#[derive(Debug, Clone, Default)]
 pub struct Rule {
     pub groups: HashSet<String>,
     pub subjects: HashSet<String>,
+    pub subject_namespace: Option<(CredentialKind, Option<String>)>,
     pub credentials: Vec<CredentialKind>,
+    pub issuers: Vec<String>,
     pub grants: Grants,
 }
 
 impl Rule {
     fn applies_to(&self, principal: &Principal) -> bool {
+        let subject = self.subjects.contains(&principal.subject)
+            && self.subject_namespace.as_ref().is_some_and(|(kind, issuer)| {
+                *kind == principal.kind && issuer.as_deref() == principal.issuer.as_deref()
+            });
         let who = (self.groups.is_empty() && self.subjects.is_empty())
-            || self.subjects.contains(&principal.subject)
+            || subject
             || principal.groups.iter().any(|g| self.groups.contains(g));
         let how = self.credentials.is_empty() || self.credentials.contains(&principal.kind);
-        who && how
+        let from =
+            self.issuers.is_empty() || principal.issuer.as_ref().is_some_and(|i| self.issuers.contains(i));
+        who && how && from
     }
 }
 
@@ -181,18 +195,51 @@ impl fmt::Display for Decision {
 /// Whether a resource URI could name something other than what its text
 /// matches: `file:///public/../private/key` matches `file:///public/**`
 /// but an upstream that resolves dot segments (RFC 3986 §5.2.4) reads
-/// `/private/key`. Encoded dots and separators hide the same trick.
+/// `/private/key`. Dot segments are refused anywhere, not only in the path:
+/// an upstream that takes the URI as a file path, or splits it at another
+/// character, resolves `file:///public/x?/../../etc/passwd` and
+/// `file:///public/..;x` as well. Encoded dots and separators (also
+/// encoded twice, `%252e`) hide the same trick.
 fn ambiguous_uri(uri: &str) -> bool {
-    let lower = uri.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "\\"].iter().any(|needle| lower.contains(needle)) {
-        return true;
+    let mut text = std::borrow::Cow::Borrowed(uri);
+    for _ in 0..4 {
+        let lower = text.to_ascii_lowercase();
+        if ["%2e", "%2f", "%5c", "\\"].iter().any(|needle| lower.contains(needle)) {
+            return true;
+        }
+        if text.split(['/', '?', '#', ';', '=', '&']).any(|segment| segment == "." || segment == "..") {
+            return true;
+        }
+        match percent_decode(&text) {
+            Some(decoded) => text = std::borrow::Cow::Owned(decoded),
+            None => return false,
+        }
     }
-    let path = match uri.split_once("://") {
-        Some((_, rest)) => rest,
-        None => uri.split_once(':').map(|(_, rest)| rest).unwrap_or(uri),
-    };
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    path.split('/').any(|segment| segment == "." || segment == "..")
+    // Still encoded after four rounds: no reading can be vouched for.
+    true
+}
+
+/// One round of percent-decoding, or `None` when there is no escape.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut decoded = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        {
+            out.push((hi * 16 + lo) as u8);
+            decoded = true;
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    decoded.then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 #[derive(Debug, Clone)]
@@ -289,15 +336,14 @@ mod tests {
             rules: vec![
                 Rule {
                     groups: ["sre".to_string()].into(),
-                    subjects: HashSet::new(),
-                    credentials: vec![],
                     grants: Grants::new(kinds(&["restart_*"]), kinds(&[])),
+                    ..Rule::default()
                 },
                 Rule {
-                    groups: HashSet::new(),
                     subjects: ["mallory".to_string()].into(),
-                    credentials: vec![],
+                    subject_namespace: Some((CredentialKind::Jwt, Some("https://a".into()))),
                     grants: Grants::new(kinds(&[]), kinds(&["search_*"])),
+                    ..Rule::default()
                 },
             ],
             denial: DenialStyle::Hidden,
@@ -307,7 +353,7 @@ mod tests {
 
     fn principal(subject: &str, groups: &[&str]) -> Principal {
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        Principal::with_groups(CredentialKind::Jwt, subject, &groups)
+        Principal::with_groups(CredentialKind::Jwt, subject, &groups).issued_by("https://a")
     }
 
     #[test]
@@ -342,6 +388,33 @@ mod tests {
             vs.view(&mallory).decide(ListKind::Tool, "search_web"),
             Decision::Denied(Denial::DeniedBy { pattern: "search_*".into(), source: Source::Rule(2) })
         );
+        // The same subject of another issuer, or of another kind, is someone else.
+        let other_issuer = Principal::with_groups(CredentialKind::Jwt, "mallory", &[]).issued_by("https://b");
+        assert!(vs.view(&other_issuer).decide(ListKind::Tool, "search_web").is_allowed());
+        let api_key = Principal::with_groups(CredentialKind::ApiKey, "mallory", &[]);
+        assert!(vs.view(&api_key).decide(ListKind::Tool, "search_web").is_allowed());
+    }
+
+    #[test]
+    fn rules_can_require_an_issuer() {
+        let vs = VirtualServer {
+            name: "w".into(),
+            base: Grants::default(),
+            rules: vec![Rule {
+                groups: ["sre".to_string()].into(),
+                issuers: vec!["https://a".into()],
+                grants: Grants::new(kinds(&["restart_*"]), kinds(&[])),
+                ..Rule::default()
+            }],
+            denial: DenialStyle::Hidden,
+            access: Access::default(),
+        };
+        let from_a = principal("x", &["sre"]);
+        assert!(vs.view(&from_a).decide(ListKind::Tool, "restart_db").is_allowed());
+        let from_b = Principal::with_groups(CredentialKind::Jwt, "x", &["sre".into()]).issued_by("https://b");
+        assert!(!vs.view(&from_b).decide(ListKind::Tool, "restart_db").is_allowed());
+        let api_key = Principal::with_groups(CredentialKind::ApiKey, "x", &["sre".into()]);
+        assert!(!vs.view(&api_key).decide(ListKind::Tool, "restart_db").is_allowed());
     }
 
     #[test]
@@ -350,10 +423,9 @@ mod tests {
             name: "w".into(),
             base: Grants::new(kinds(&["read_*"]), kinds(&[])),
             rules: vec![Rule {
-                groups: HashSet::new(),
-                subjects: HashSet::new(),
                 credentials: vec![CredentialKind::Signature],
                 grants: Grants::new(kinds(&["write_*"]), kinds(&[])),
+                ..Rule::default()
             }],
             denial: DenialStyle::Hidden,
             access: Access::default(),
@@ -413,6 +485,8 @@ mod tests {
         let files = files.view(&anon);
         assert!(files.decide(ListKind::Resource, "file:///public/a/b.md").is_allowed());
         assert!(files.decide(ListKind::Resource, "file:///public/a..b.md").is_allowed());
+        assert!(files.decide(ListKind::Resource, "file:///public/x?v=1.2#...").is_allowed());
+        assert!(files.decide(ListKind::Resource, "file:///public/100%25.md").is_allowed());
         for uri in [
             "file:///public/../private/key",
             "file:///public/./x",
@@ -420,6 +494,14 @@ mod tests {
             "file:///public/%2e%2e/private/key",
             "file:///public/..%2fprivate",
             "file:///public/a\\..\\..\\private",
+            "file:///public/x?/../../etc/passwd",
+            "file:///public/x#/../../etc/passwd",
+            "file:///public/..?x",
+            "file:///public/..;x/private",
+            "file:///public/x?a=..",
+            "file:///public/%252e%252e/private",
+            "file:///public/%25252e%25252e/private",
+            "file:///public/%2525252e",
         ] {
             assert_eq!(
                 files.decide(ListKind::Resource, uri),

@@ -22,12 +22,8 @@ fn base_url(policy: &Policy, headers: &HeaderMap, uri: &http::Uri) -> String {
     if let Some(base) = &policy.identity.metadata.base_url {
         return base.clone();
     }
-    // The Host was checked against the allowlist before this point.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
+    // The authority was checked against the allowlist before this point.
+    let host = super::guard::authority(uri, headers).ok().flatten().unwrap_or("localhost");
     format!("http://{host}")
 }
 
@@ -105,7 +101,7 @@ pub fn refusal(
         event = "auth_refused",
         virtual_server = %server.name,
         reason,
-        detail = %message,
+        detail = %crate::telemetry::Untrusted(&message),
         "authentication refused"
     );
     Refusal::new(status, -32001, reason, message).with_challenge(challenge)
@@ -137,8 +133,14 @@ pub fn metadata(
     } else {
         identity.metadata.scopes_supported.clone()
     };
+    // A client asks for a token for this resource (RFC 8707), so it must be
+    // an audience the server accepts.
+    let resource = match server.access.audiences.first() {
+        Some(audience) => audience.clone(),
+        None => format!("{}{}", base_url(policy, headers, uri), resource_path(&server.name)),
+    };
     let document = serde_json::json!({
-        "resource": format!("{}{}", base_url(policy, headers, uri), resource_path(&server.name)),
+        "resource": resource,
         "authorization_servers": identity.metadata.authorization_servers,
         "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],

@@ -39,14 +39,6 @@ fn target<'m>(message: &'m Message<'_>) -> Option<(ListKind, &'static str, Optio
     })
 }
 
-/// Methods whose answer can carry a list result, and so must be inspected.
-pub fn answer_may_list(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "tasks/result"
-    )
-}
-
 /// Judges every message; `None` when all may pass, else the response that
 /// answers the request instead of the upstream.
 pub fn authorize(

@@ -150,10 +150,10 @@ pub fn upstream_request(
         .build()
         .map_err(|_| Refusal::bad_request("invalid_uri", "The request's query cannot be forwarded"))?;
 
-    let client_host = headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let client_host = super::guard::authority(uri, &headers)
+        .ok()
+        .flatten()
+        .and_then(|authority| HeaderValue::from_str(authority).ok());
     strip_hop_by_hop(&mut headers);
     // MCP forbids token passthrough: the client's credentials stay here.
     for name in &identity.strip_inbound {
@@ -163,6 +163,15 @@ pub fn upstream_request(
         headers.insert(name, value);
     }
     headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_ENCODING);
+    if method == http::Method::POST {
+        // The body was judged as UTF-8 JSON; no upstream may decode it as
+        // anything else (a charset parameter would make Express transcode).
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    // Answers are inspected as the upstream sends them: ask for them
+    // uncompressed (an encoded answer that must be inspected is refused).
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     headers.remove(header::HOST);
     for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
         headers.remove(name);
@@ -198,9 +207,30 @@ pub struct UpstreamBody {
     done: bool,
 }
 
+/// Why an upstream answer could not be read whole.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Longer than the limit.
+    TooLarge,
+    /// The upstream closed or failed before the end of the body.
+    Aborted(String),
+}
+
 impl UpstreamBody {
     pub fn new(inner: Incoming) -> Self {
         Self { inner, done: false }
+    }
+
+    /// Reads the whole body, up to `limit` bytes. A body cut short (the
+    /// connection closed before its `Content-Length` or last chunk) is an
+    /// error here, never a shorter body.
+    pub async fn read_whole(self, limit: usize) -> Result<Bytes, ReadError> {
+        use http_body_util::BodyExt;
+        match http_body_util::Limited::new(self.inner, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
+            Err(error) => Err(ReadError::Aborted(error_chain(&*error))),
+        }
     }
 }
 

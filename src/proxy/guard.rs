@@ -9,18 +9,27 @@ use crate::mcp::version::{self, ProtocolVersion};
 use crate::policy::Transport;
 use http::{HeaderMap, StatusCode, Uri};
 
-/// The authority the client addressed: HTTP/1.1 `Host`, or the HTTP/2
-/// `:authority` pseudo-header (which hyper puts in the URI).
-pub fn host(uri: &Uri, headers: &HeaderMap, transport: &Transport) -> Result<(), Refusal> {
-    let host = match headers::single(headers, &http::header::HOST) {
+/// The authority a request addresses. RFC 9112 §3.2.2: when the target is
+/// in absolute form (`POST http://evil/servers/x/mcp`) its authority is
+/// the one addressed and `Host` is ignored; HTTP/2 carries it as
+/// `:authority`, which hyper also puts in the URI. Otherwise `Host`.
+pub fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<Option<&'a str>, Refusal> {
+    let host = headers::single(headers, &http::header::HOST);
+    if host == SingleHeader::Repeated {
+        return Err(Refusal::bad_request("host", "More than one Host header"));
+    }
+    if let Some(authority) = uri.authority() {
+        return Ok(Some(authority.as_str()));
+    }
+    Ok(match host {
         SingleHeader::Value(v) => Some(v),
-        SingleHeader::Absent => uri.authority().map(|a| a.as_str()),
-        SingleHeader::Repeated => {
-            return Err(Refusal::bad_request("host", "More than one Host header"));
-        }
-        SingleHeader::NotText => None,
-    };
-    match host {
+        _ => None,
+    })
+}
+
+/// The DNS-rebinding guard: the addressed authority must be allowed.
+pub fn host(uri: &Uri, headers: &HeaderMap, transport: &Transport) -> Result<(), Refusal> {
+    match authority(uri, headers)? {
         Some(host) if transport.allowed_hosts.allows(host) => Ok(()),
         Some(host) => Err(Refusal::forbidden(
             "host",
@@ -80,16 +89,37 @@ pub fn get_accept(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
+/// A POST body must be JSON in UTF-8, uncompressed: what toolgate judges
+/// is then the only reading an upstream can make of it. Any other charset
+/// is refused rather than transcoded (Express's body-parser decodes UTF-7,
+/// in which `+ACI-` is a quote toolgate would not see), and so is any
+/// `Content-Encoding` but `identity`.
 pub fn content_type(headers: &HeaderMap) -> Result<(), Refusal> {
-    if headers::is_json_content(headers) {
-        Ok(())
-    } else {
-        Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code::INVALID_REQUEST,
-            "content_type",
-            "Content-Type must be application/json",
-        ))
+    let unsupported = |reason, message: String| {
+        Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_REQUEST, reason, message)
+    };
+    match headers::content_type(headers) {
+        Ok(essence) if essence.eq_ignore_ascii_case(headers::JSON) => {}
+        Ok(essence) => {
+            return Err(unsupported(
+                "content_type",
+                format!("Content-Type must be application/json, not `{}`", printable(essence)),
+            ));
+        }
+        Err(why) => {
+            return Err(unsupported(
+                "content_type",
+                format!("Content-Type must be application/json in UTF-8; the request has {why}"),
+            ));
+        }
+    }
+    match headers::single(headers, &http::header::CONTENT_ENCODING) {
+        SingleHeader::Absent => Ok(()),
+        SingleHeader::Value(v) if v.eq_ignore_ascii_case("identity") => Ok(()),
+        _ => Err(unsupported(
+            "content_encoding",
+            "Content-Encoding is not accepted: send the body uncompressed".into(),
+        )),
     }
 }
 

@@ -1,17 +1,26 @@
-//! Response-side enforcement: list results are filtered wherever they can
-//! appear — a JSON answer, an event of a POST's SSE answer, an event of a
-//! GET stream (where a resumed stream replays answers) — and judged under
-//! the same policy snapshot as the request that asked for them.
+//! Response-side enforcement. Every 2xx answer to a POST or a GET is
+//! inspected — not only answers to list requests, since a list result can
+//! ride on any answer (a hostile upstream can answer `ping` with one, and a
+//! resumed GET stream replays answers) — and list results are filtered
+//! under the same policy snapshot as the request that asked for them.
 //!
-//! Everything else passes as the original bytes: a JSON body untouched, an
-//! SSE event forwarded the moment its blank line arrives. Fail closed: a
-//! list result that cannot be read, or is larger than
-//! `transport.max_list_result`, is replaced by a JSON-RPC error (for the
-//! list requests this answer was for) and the stream ends; it is never
-//! forwarded unfiltered.
+//! An answer is inspected as the client will read it, so it must be one
+//! that every client reads the same way: exactly one `Content-Type`, whose
+//! essence is exactly `application/json` or `text/event-stream` and whose
+//! charset, if any, is UTF-8; no `Content-Encoding` (toolgate asks the
+//! upstream for `identity`); SSE events framed so that no reader splits
+//! them differently. Anything else is withheld: an answer that must be
+//! inspected and cannot be read with certainty is never forwarded.
+//!
+//! What needs no change passes as the original bytes: a JSON body
+//! untouched, an SSE event the moment its blank line arrives. A list result
+//! that cannot be read, or is larger than `transport.max_list_result`, is
+//! replaced by a JSON-RPC error for the requests the answer was for, and
+//! an SSE stream ends there.
 
 use super::ProxyBody;
-use super::forward::UpstreamBody;
+use super::forward::{ReadError, UpstreamBody};
+use crate::mcp::headers::{self, SingleHeader};
 use crate::mcp::list_filter::{self, Outcome, Removed};
 use crate::mcp::sse::{self, Splitter};
 use crate::policy::{ListKind, Policy, Principal};
@@ -35,8 +44,8 @@ pub struct Judge {
     pub server: String,
     pub principal: Principal,
     pub metrics: Arc<Metrics>,
-    /// Ids of the list requests this answer is for, to address a refusal.
-    pub list_ids: Vec<Box<RawValue>>,
+    /// Ids of the requests this answer is for, to address a refusal.
+    pub request_ids: Vec<Box<RawValue>>,
 }
 
 enum Verdict {
@@ -86,6 +95,15 @@ impl Judge {
     }
 
     fn event(&self, event: sse::Event) -> Verdict {
+        if !list_filter::may_hold_list(&event.raw) {
+            return Verdict::Forward(event.raw);
+        }
+        if sse::ambiguous_framing(&event.raw) {
+            return Verdict::Refuse(
+                "an SSE event that may hold a list uses line breaks that SSE readers split differently"
+                    .into(),
+            );
+        }
         if !event.has_data {
             return Verdict::Forward(event.raw);
         }
@@ -96,76 +114,111 @@ impl Judge {
         }
     }
 
-    /// The JSON-RPC errors that stand in for a list result toolgate would
-    /// not forward.
+    /// The JSON-RPC errors that stand in for an answer toolgate would not
+    /// forward: one per request the answer was for (one with a null id if
+    /// there were none).
     fn refusals(&self, reason: &str) -> Vec<Value> {
-        tracing::warn!(server = %self.server, %reason, "list result refused (fail closed)");
+        tracing::warn!(
+            server = %self.server,
+            reason = %telemetry::Untrusted(reason),
+            "upstream answer withheld (fail closed)"
+        );
         self.metrics.list_refused();
         let error = json!({
             "code": -32603,
-            "message": "The upstream's list result could not be checked against the policy and was withheld",
+            "message": "The upstream's answer could not be checked against the policy and was withheld",
         });
-        self.list_ids
-            .iter()
-            .map(|id| {
-                let id = serde_json::from_str::<Value>(id.get()).unwrap_or(Value::Null);
-                json!({ "jsonrpc": "2.0", "id": id, "error": error })
-            })
-            .collect()
+        let ids: Vec<Value> = match self.request_ids.as_slice() {
+            [] => vec![Value::Null],
+            ids => ids.iter().map(|id| serde_json::from_str(id.get()).unwrap_or(Value::Null)).collect(),
+        };
+        ids.into_iter().map(|id| json!({ "jsonrpc": "2.0", "id": id, "error": error })).collect()
+    }
+
+    /// A whole answer in place of one toolgate withholds: 502 with the
+    /// JSON-RPC errors.
+    fn withheld(&self, reason: &str) -> Response<ProxyBody> {
+        let body = match self.refusals(reason).as_slice() {
+            [one] => one.to_string(),
+            many => Value::Array(many.to_vec()).to_string(),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+        *response.status_mut() = StatusCode::BAD_GATEWAY;
+        response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(headers::JSON));
+        response
     }
 }
 
 enum Media {
     Json,
     EventStream,
-    Other,
 }
 
-fn media(headers: &HeaderMap) -> Media {
-    let value = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = value.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
-        Media::Json
-    } else if essence.eq_ignore_ascii_case("text/event-stream") {
-        Media::EventStream
-    } else {
-        Media::Other
+/// How an answer is framed, or why it cannot be read with certainty.
+fn media(headers: &HeaderMap) -> Result<Media, String> {
+    match headers::single(headers, &header::CONTENT_ENCODING) {
+        SingleHeader::Absent => {}
+        SingleHeader::Value(v) if v.eq_ignore_ascii_case("identity") => {}
+        SingleHeader::Value(v) => {
+            return Err(format!("the answer is encoded (`{}`)", v.chars().take(40).collect::<String>()));
+        }
+        SingleHeader::Repeated | SingleHeader::NotText => {
+            return Err("the answer's encoding is unclear".into());
+        }
+    }
+    match headers::content_type(headers) {
+        Ok(essence) if essence.eq_ignore_ascii_case(headers::JSON) => Ok(Media::Json),
+        Ok(essence) if essence.eq_ignore_ascii_case(headers::EVENT_STREAM) => Ok(Media::EventStream),
+        Ok(essence) => Err(format!(
+            "the answer is `{}`, neither application/json nor text/event-stream",
+            essence.chars().take(60).collect::<String>()
+        )),
+        Err(why) => Err(format!("the answer has {why}")),
     }
 }
 
-/// Applies the judge to an upstream answer.
+/// Applies the judge to a 2xx upstream answer.
 pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response<ProxyBody> {
-    match media(response.headers()) {
-        Media::Other => response.map(|body| body.boxed_unsync()),
-        Media::EventStream => response.map(|body| FilteredEvents::new(Arc::new(judge), body).boxed_unsync()),
-        Media::Json => {
-            let (mut parts, body) = response.into_parts();
-            let limit = judge.limit();
-            let collected = http_body_util::Limited::new(body, limit).collect().await;
-            let verdict = match collected {
-                Ok(collected) => {
-                    let bytes = collected.to_bytes();
-                    match judge.judge(&bytes) {
-                        Ok(None) => Ok(bytes),
-                        Ok(Some(rewritten)) => Ok(Bytes::from(rewritten)),
-                        Err(reason) => Err(reason),
-                    }
+    if !response.status().is_success() || response.body().is_end_stream() {
+        return response.map(|body| body.boxed_unsync());
+    }
+    let (mut parts, body) = response.into_parts();
+    let limit = judge.limit();
+    match media(&parts.headers) {
+        Ok(Media::EventStream) => {
+            // Events may be rewritten or withheld: the upstream's length
+            // no longer describes the body (a client would read an empty
+            // reply, or an h2 PROTOCOL_ERROR).
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, FilteredEvents::new(Arc::new(judge), body).boxed_unsync())
+        }
+        Ok(Media::Json) => {
+            let bytes = match body.read_whole(limit).await {
+                Ok(bytes) => bytes,
+                Err(ReadError::TooLarge) => {
+                    return judge
+                        .withheld(&format!("the answer exceeds transport.max_list_result ({limit} bytes)"));
                 }
-                Err(_) => Err(format!("the answer exceeds transport.max_list_result ({limit} bytes)")),
+                Err(ReadError::Aborted(error)) => {
+                    return judge.withheld(&format!("the upstream's answer ended early: {error}"));
+                }
+            };
+            let bytes = match judge.judge(&bytes) {
+                Ok(None) => bytes,
+                Ok(Some(rewritten)) => Bytes::from(rewritten),
+                Err(reason) => return judge.withheld(&reason),
             };
             parts.headers.remove(header::CONTENT_LENGTH);
-            match verdict {
-                Ok(bytes) => Response::from_parts(parts, Full::new(bytes).boxed_unsync()),
-                Err(reason) => {
-                    let errors = judge.refusals(&reason);
-                    let body = match errors.as_slice() {
-                        [one] => one.to_string(),
-                        [] => json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32603, "message": "list result withheld" } }).to_string(),
-                        many => Value::Array(many.to_vec()).to_string(),
-                    };
-                    parts.status = StatusCode::BAD_GATEWAY;
-                    Response::from_parts(parts, Full::new(Bytes::from(body)).boxed_unsync())
+            Response::from_parts(parts, Full::new(bytes).boxed_unsync())
+        }
+        Err(reason) => {
+            // An empty body needs no reading (a 202 without Content-Length).
+            match body.read_whole(limit).await {
+                Ok(bytes) if bytes.is_empty() => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    Response::from_parts(parts, Full::new(Bytes::new()).boxed_unsync())
                 }
+                _ => judge.withheld(&reason),
             }
         }
     }

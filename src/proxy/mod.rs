@@ -10,7 +10,7 @@
 //! | `MCP-Protocol-Version`, batches, SEP-2243 headers | 400 (-32600, -32020) |
 //! | authorize every message ([`authorize`]) | JSON-RPC error in a 200 |
 //! | forward                                | 502 / 504 |
-//! | filter list results in the answer ([`inspect`]) | JSON-RPC error (fail closed) |
+//! | inspect every 2xx answer, filter list results ([`inspect`]) | JSON-RPC error (fail closed) |
 
 pub mod auth;
 pub mod authorize;
@@ -27,7 +27,7 @@ use crate::identity;
 use crate::mcp::envelope::{self, Kind, Payload};
 use crate::mcp::headers::{self, SingleHeader};
 use crate::policy::{DEFAULT_SERVER, Policy, VirtualServer};
-use crate::telemetry::{Metrics, rpc_method_label};
+use crate::telemetry::{Metrics, Untrusted, rpc_method_label};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body::Body;
@@ -74,7 +74,7 @@ pub async fn handle(
         Err(refusal) => {
             exchange.refusal = Some(refusal.reason);
             gateway.metrics.refused(refusal.reason);
-            tracing::debug!(reason = refusal.reason, message = %refusal.message, "refused");
+            tracing::debug!(reason = refusal.reason, message = %Untrusted(&refusal.message), "refused");
             refusal.into_response()
         }
     };
@@ -85,7 +85,7 @@ pub async fn handle(
         target: "toolgate::access",
         %peer,
         method = %method,
-        path = %path,
+        path = %Untrusted(&path),
         rpc = exchange.rpc_method,
         status,
         refusal = exchange.refusal.unwrap_or(""),
@@ -124,8 +124,8 @@ async fn pipeline(
     let view = server.view(&principal);
 
     let (parts, body) = request.into_parts();
-    // The ids of list requests whose answers must be filtered; `None` when
-    // the answer cannot hold a list result and passes as bytes.
+    // The ids of the requests the answer is for, when it must be inspected
+    // (every answer to a POST or a GET); `None` when it passes as bytes.
     let mut inspect_for: Option<Vec<Box<serde_json::value::RawValue>>> = None;
     let mut opens_session = false;
     let body = match parts.method {
@@ -153,21 +153,19 @@ async fn pipeline(
                 exchange.refusal = Some("policy");
                 return Ok(answer);
             }
-            let listing: Vec<_> = payload
-                .messages()
-                .iter()
-                .filter(|m| m.kind == Kind::Request && m.method().is_some_and(authorize::answer_may_list))
-                .map(|m| m.id.map(ToOwned::to_owned).unwrap_or_default())
-                .collect();
-            if !listing.is_empty() {
-                inspect_for = Some(listing);
-            }
+            inspect_for = Some(
+                payload
+                    .messages()
+                    .iter()
+                    .filter(|m| m.kind == Kind::Request)
+                    .filter_map(|m| m.id.map(ToOwned::to_owned))
+                    .collect(),
+            );
             bytes
         }
         Method::GET => {
             guard::get_accept(&parts.headers)?;
             guard::protocol_version(&parts.headers, None, transport)?;
-            // A GET stream may replay answers (resumption): inspect it all.
             inspect_for = Some(Vec::new());
             Bytes::new()
         }
@@ -221,13 +219,13 @@ async fn pipeline(
     }
     Ok(match inspect_for {
         None => response.map(|body| body.boxed_unsync()),
-        Some(list_ids) => {
+        Some(request_ids) => {
             let judge = inspect::Judge {
                 policy: policy.clone(),
                 server: server.name.clone(),
                 principal,
                 metrics: gateway.metrics.clone(),
-                list_ids,
+                request_ids,
             };
             inspect::inspect(judge, response).await
         }

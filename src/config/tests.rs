@@ -1,0 +1,203 @@
+use super::model::default_proxy_addr;
+use super::*;
+use crate::identity::CredentialKind;
+use crate::policy::DenialStyle;
+
+const VS: &str = "virtual_servers:\n  default:\n    tools: { allow: ['*'] }\n";
+
+fn load(text: &str) -> Result<LoadedPolicy, ConfigError> {
+    load_str(text, Path::new("policy.yaml"))
+}
+
+fn error_of(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("policy should have been refused:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn minimal_policy_gets_safe_defaults() -> Result<(), ConfigError> {
+    let loaded = load(&format!("version: 1\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"))?;
+    assert_eq!(loaded.listen.proxy, default_proxy_addr());
+    assert_eq!(loaded.policy.upstream.path, "/mcp");
+    assert_eq!(loaded.policy.transport.max_body, 4 << 20);
+    assert!(loaded.policy.transport.allowed_hosts.allows("localhost:8000"));
+    assert!(!loaded.policy.transport.allowed_hosts.allows("evil.example.com"));
+    Ok(())
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let text = "version: 1\nupstream:\n  url: http://127.0.0.1:8080/mcp\n  tmeout: 5s\n";
+    let message = error_of(text);
+    assert!(message.starts_with("policy.yaml:4:3: "), "{message}");
+    assert!(message.contains("tmeout"), "{message}");
+}
+
+#[test]
+fn bad_scalar_is_located() {
+    let text =
+        "version: 1\nupstream: { url: http://127.0.0.1:8080/mcp }\ntransport:\n  max_body: 4 parsecs\n";
+    let message = error_of(text);
+    assert!(message.starts_with("policy.yaml:4:"), "{message}");
+    assert!(message.contains("unknown unit"), "{message}");
+}
+
+#[test]
+fn semantic_errors_are_located() {
+    let text = format!(
+        "version: 1\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\ntransport:\n  allowed_origins:\n    - https://ok.example.com\n    - app.example.com\n{VS}"
+    );
+    let message = error_of(&text);
+    assert!(message.starts_with("policy.yaml:6:7: "), "{message}");
+    assert!(message.contains("scheme"), "{message}");
+
+    let message = error_of(&format!("version: 2\nupstream: {{ url: http://127.0.0.1:8080/mcp }}\n{VS}"));
+    assert!(message.starts_with("policy.yaml:1:10: "), "{message}");
+
+    let message = error_of(&format!("version: 1\nupstream: {{ url: ftp://x/mcp }}\n{VS}"));
+    assert!(message.starts_with("policy.yaml:2:"), "{message}");
+    assert!(message.contains("http://"), "{message}");
+
+    let message = error_of(&format!(
+        "version: 1\nupstream: {{ url: http://x/mcp }}\ntransport: {{ protocol_versions: [2025-6-18] }}\n{VS}"
+    ));
+    assert!(message.contains("YYYY-MM-DD"), "{message}");
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let message = error_of("version: 1\nupstream: { url: http://x/mcp }\nupstream: { url: http://y/mcp }\n");
+    assert!(message.starts_with("policy.yaml:3:"), "{message}");
+    assert!(message.to_lowercase().contains("duplicate"), "{message}");
+}
+
+#[test]
+fn virtual_servers_are_validated() {
+    let head = "version: 1\nupstream: { url: http://x/mcp }\n";
+    let message = error_of(&format!("{head}virtual_servers:\n  Ops:\n    tools: {{ allow: [a] }}\n"));
+    // Located at the server's body, the line after its name.
+    assert!(message.starts_with("policy.yaml:5:5: ") && message.contains("`Ops`"), "{message}");
+    let message = error_of(&format!("{head}virtual_servers:\n  ops:\n    tols: {{ allow: [a] }}\n"));
+    assert!(message.starts_with("policy.yaml:5:5: ") && message.contains("tols"), "{message}");
+    let message = error_of(&format!(
+        "{head}virtual_servers:\n  ops:\n    rules:\n      - when: {{}}\n        tools: {{ allow: [a] }}\n"
+    ));
+    assert!(message.starts_with("policy.yaml:6:") && message.contains("when"), "{message}");
+    let message = error_of(&format!(
+        "{head}virtual_servers:\n  ops:\n    rules:\n      - when: {{ groups: [a] }}\n        tools: {{ alow: [a] }}\n"
+    ));
+    assert!(message.contains("alow"), "{message}");
+    let message = error_of(&format!("{head}virtual_servers:\n  ops:\n    denial: loud\n"));
+    assert!(message.starts_with("policy.yaml:5:"), "{message}");
+    let message = error_of(&format!("{head}virtual_servers:\n  ops:\n    tools: {{ allow: ['a', ''] }}\n"));
+    assert!(message.contains("empty"), "{message}");
+    let message = error_of(&format!("{head}virtual_servers: {{}}\n"));
+    assert!(message.contains("at least one virtual server"), "{message}");
+    assert!(error_of(head).contains("virtual_servers"));
+}
+
+#[test]
+fn a_policy_compiles_to_virtual_servers() -> Result<(), ConfigError> {
+    let loaded = load(
+        "version: 1\nupstream: { url: http://x/mcp }\nvirtual_servers:\n  default:\n    tools: { allow: ['search_*'], deny: ['*_admin'] }\n  ops:\n    denial: explicit\n    rules:\n      - when: { groups: [sre] }\n        tools: { allow: ['restart_*'] }\n",
+    )?;
+    let policy = loaded.policy;
+    assert_eq!(policy.meta.sha256.len(), 64);
+    let anon = crate::policy::Principal::anonymous();
+    let default = policy.virtual_server("default").ok_or_else(|| panic_error("default"))?;
+    assert!(default.view(&anon).decide(crate::policy::ListKind::Tool, "search_web").is_allowed());
+    let ops = policy.virtual_server("ops").ok_or_else(|| panic_error("ops"))?;
+    assert_eq!(ops.denial, DenialStyle::Explicit);
+    assert!(!ops.view(&anon).decide(crate::policy::ListKind::Tool, "restart_db").is_allowed());
+    let sre = crate::policy::Principal::with_groups(CredentialKind::Jwt, "a", &["sre".into()]);
+    assert!(ops.view(&sre).decide(crate::policy::ListKind::Tool, "restart_db").is_allowed());
+    Ok(())
+}
+
+fn panic_error(what: &str) -> ConfigError {
+    ConfigError::Invalid { path: String::new(), line: 0, column: 0, message: format!("missing {what}") }
+}
+
+#[test]
+fn jwks_sources_are_validated() {
+    let with = |jwks: &str| {
+        format!(
+            "version: 1\nupstream: {{ url: http://x/mcp }}\nidentity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: i\n      jwks: {jwks}\n{VS}"
+        )
+    };
+    assert!(load(&with("{ url: 'https://id.example.com/jwks.json' }")).is_ok());
+    assert!(load(&with("{ url: 'http://127.0.0.1:9/jwks.json' }")).is_ok());
+    assert!(error_of(&with("{ url: 'http://id.example.com/jwks.json' }")).contains("https://"));
+    assert!(error_of(&with("{ url: 'https://a/j', file: j.json }")).contains("exactly one"));
+    assert!(error_of(&with("{}")).contains("exactly one"));
+    assert!(error_of(&with("{ file: /no/such/jwks.json }")).contains("cannot read JWKS"));
+}
+
+#[test]
+fn missing_upstream_is_reported() {
+    let message = error_of("version: 1\n");
+    assert!(message.contains("upstream"), "{message}");
+}
+
+const TWO_ISSUERS: &str = "version: 1\nupstream: { url: http://x/mcp }\nidentity:\n  resource_metadata: { base_url: 'https://mcp.example.com/' }\n  api_keys: [{ id: ci, sha256: '0000000000000000000000000000000000000000000000000000000000000001' }]\n  jwt:\n    - { issuer: 'https://a', algorithms: [HS256], secret: 'MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=' }\n    - { issuer: 'https://b', algorithms: [HS256], secret: 'MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=' }\n";
+
+#[test]
+fn subjects_belong_to_one_kind_and_issuer() -> Result<(), ConfigError> {
+    let rule = |when: &str| {
+        format!(
+            "{TWO_ISSUERS}virtual_servers:\n  default:\n    rules:\n      - when: {when}\n        tools: {{ allow: [x] }}\n"
+        )
+    };
+    let message = error_of(&rule("{ subjects: [alice] }"));
+    assert!(message.starts_with("policy.yaml:12:15: "), "{message}");
+    assert!(message.contains("ambiguous") && message.contains("jwt from https://b"), "{message}");
+    let message = error_of(&rule("{ subjects: [alice], credentials: [jwt] }"));
+    assert!(message.contains("ambiguous") && !message.contains("api_key"), "{message}");
+    let message = error_of(&rule("{ subjects: [alice], issuers: ['https://c'] }"));
+    assert!(message.contains("`https://c` is not one of"), "{message}");
+    let message = error_of(&rule("{ subjects: [alice], credentials: [signature] }"));
+    assert!(message.contains("names no credential"), "{message}");
+
+    let loaded = load(&rule("{ subjects: [alice], issuers: ['https://a'] }"))?;
+    let server = loaded.policy.virtual_server("default").ok_or_else(|| panic_error("default"))?;
+    let decide = |principal: &crate::policy::Principal| {
+        server.view(principal).decide(crate::policy::ListKind::Tool, "x").is_allowed()
+    };
+    let alice = |kind| crate::policy::Principal::with_groups(kind, "alice", &[]);
+    assert!(decide(&alice(CredentialKind::Jwt).issued_by("https://a")));
+    assert!(!decide(&alice(CredentialKind::Jwt).issued_by("https://b")));
+    assert!(!decide(&alice(CredentialKind::ApiKey)));
+    let loaded = load(&rule("{ subjects: [alice], credentials: [api_key] }"))?;
+    let server = loaded.policy.virtual_server("default").ok_or_else(|| panic_error("default"))?;
+    assert!(
+        server.view(&alice(CredentialKind::ApiKey)).decide(crate::policy::ListKind::Tool, "x").is_allowed()
+    );
+    Ok(())
+}
+
+#[test]
+fn each_virtual_server_is_its_own_audience() -> Result<(), ConfigError> {
+    let loaded = load(&format!(
+        "{TWO_ISSUERS}virtual_servers:\n  default: {{}}\n  ops: {{}}\n  own:\n    audiences: ['urn:own']\n"
+    ))?;
+    let audiences = |name: &str| {
+        loaded.policy.virtual_server(name).map(|s| s.access.audiences.clone()).unwrap_or_default()
+    };
+    assert_eq!(audiences("default"), ["https://mcp.example.com/mcp"]);
+    assert_eq!(audiences("ops"), ["https://mcp.example.com/servers/ops/mcp"]);
+    assert_eq!(audiences("own"), ["urn:own"]);
+
+    let without_base =
+        TWO_ISSUERS.replace("  resource_metadata: { base_url: 'https://mcp.example.com/' }\n", "");
+    let message = error_of(&format!("{without_base}virtual_servers:\n  ops: {{}}\n"));
+    assert!(message.contains("`ops` accepts JWTs but has no audience"), "{message}");
+    load(&format!("{without_base}virtual_servers:\n  ops: {{ credentials: [api_key] }}\n"))?;
+
+    let message = error_of(&format!(
+        "version: 1\nupstream: {{ url: http://x/mcp }}\nidentity:\n  jwt:\n    - {{ issuer: i, audiences: [a], algorithms: [HS256], secret: 'MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=' }}\n{VS}"
+    ));
+    assert!(message.contains("audiences is no longer read"), "{message}");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! JSON object keys as the upstreams read them.
+//!
+//! serde_json, JavaScript and Python match keys byte for byte. Go's
+//! `encoding/json` does not: a key that matches no field exactly is matched
+//! under Unicode simple case folding (`bytes.EqualFold`), and the last
+//! matching key wins, so `{"name":"echo","NAME":"delete_database"}` runs
+//! `delete_database` there. .NET's `System.Text.Json` with the web defaults
+//! compares ignoring case the same way, by simple upper-case mapping.
+//!
+//! toolgate therefore refuses, in every object it reads a decision from, a
+//! key that is not one of the names it reads but folds onto one of them.
+//! For the ASCII names of MCP, the characters that fold onto ASCII letters
+//! are the ASCII letters of the other case and four others: U+017F `ſ`
+//! (→ s), U+212A KELVIN SIGN (→ k), U+0131 dotless `ı` (upper-cases to I)
+//! and U+0130 dotted `İ` (lower-cases to i).
+
+/// How one object key relates to the names a reader looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// Byte-identical to `names[index]`.
+    Exact(usize),
+    /// Not identical, but a case-insensitive reader takes it for
+    /// `names[index]`.
+    Folded(usize),
+    /// None of the names, under any reading.
+    Other,
+}
+
+fn fold(c: char) -> char {
+    match c {
+        'ſ' => 's',
+        '\u{212A}' => 'k',
+        'ı' | 'İ' => 'i',
+        c => c.to_ascii_lowercase(),
+    }
+}
+
+/// Whether a case-insensitive reader takes `key` for `name`.
+pub fn folds_to(key: &str, name: &str) -> bool {
+    // Every character that folds onto ASCII is at most 3 bytes long.
+    key.len() >= name.len() && key.len() <= 3 * name.len() && key.chars().map(fold).eq(name.chars().map(fold))
+}
+
+/// Classifies `key` against `names`.
+pub fn classify(key: &str, names: &[&str]) -> Member {
+    if let Some(index) = names.iter().position(|name| *name == key) {
+        return Member::Exact(index);
+    }
+    match names.iter().position(|name| folds_to(key, name)) {
+        Some(index) => Member::Folded(index),
+        None => Member::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_variants_and_unicode_folds_are_caught() {
+        let names = ["method", "params", "name", "taskId"];
+        assert_eq!(classify("method", &names), Member::Exact(0));
+        for key in ["Method", "METHOD", "mEtHoD"] {
+            assert_eq!(classify(key, &names), Member::Folded(0), "{key}");
+        }
+        assert_eq!(classify("paramſ", &names), Member::Folded(1));
+        assert_eq!(classify("taſkId", &names), Member::Folded(3));
+        assert_eq!(classify("TASKID", &names), Member::Folded(3));
+        assert_eq!(classify("nAme", &names), Member::Folded(2));
+        let kelvin = ["kind"];
+        assert_eq!(classify("\u{212A}ind", &kelvin), Member::Folded(0));
+        let id = ["id"];
+        assert_eq!(classify("ıd", &id), Member::Folded(0));
+        assert_eq!(classify("İD", &id), Member::Folded(0));
+    }
+
+    #[test]
+    fn other_keys_are_other() {
+        let names = ["name", "uri"];
+        for key in ["names", "nam", "arguments", "", "ñame", "uri ", "ur\u{0131}x", "nаme"] {
+            assert_eq!(classify(key, &names), Member::Other, "{key}");
+        }
+    }
+}

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 /// What a client POSTed: one message or, under protocol 2025-03-26, a batch.
@@ -335,7 +336,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
         let mut params: Option<Params<'de>> = None;
         let mut result: Option<()> = None;
         let mut error: Option<()> = None;
-        let mut other_keys: Vec<Cow<'de, str>> = Vec::new();
+        let mut other_keys: HashSet<Cow<'de, str>> = HashSet::new();
 
         while let Some(CowStr(key)) = map.next_key()? {
             match keys::classify(&key, &ENVELOPE) {
@@ -359,7 +360,7 @@ impl<'de> Visitor<'de> for MessageVisitor {
                             "duplicate key `{key}` in the JSON-RPC message"
                         )));
                     }
-                    other_keys.push(key);
+                    other_keys.insert(key);
                 }
             }
         }

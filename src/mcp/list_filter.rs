@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 /// Whether `text` could hold a list result. A cheap byte scan run before any
@@ -109,8 +110,9 @@ impl<'de> Deserialize<'de> for Members<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+                let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
                 while let Some(key) = map.next_key::<CowStr<'de>>()? {
-                    if members.iter().any(|(k, _)| *k == key.0) {
+                    if !seen.insert(key.0.clone()) {
                         return Err(de::Error::custom(format_args!("duplicate key `{}`", key.0)));
                     }
                     members.push((key.0, map.next_value()?));

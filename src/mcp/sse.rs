@@ -75,9 +75,10 @@ pub struct TooLarge {
 #[derive(Debug)]
 pub struct Splitter {
     buffer: BytesMut,
-    /// Start of the first line of `buffer` not yet known to be complete:
-    /// scanning resumes there.
-    resume: usize,
+    /// Where scanning resumes: the start of the line not yet known to be
+    /// complete, and how far into it the scan has looked. Each byte is
+    /// scanned once, however the stream is cut into chunks.
+    resume: Scan,
     limit: usize,
     /// Whether the stream's start was checked for a byte-order mark.
     started: bool,
@@ -87,7 +88,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl Splitter {
     pub fn new(limit: usize) -> Self {
-        Self { buffer: BytesMut::new(), resume: 0, limit, started: false }
+        Self { buffer: BytesMut::new(), resume: Scan::default(), limit, started: false }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
@@ -116,7 +117,7 @@ impl Splitter {
         match find_event_end(&self.buffer, self.resume) {
             Ok(end) => {
                 let raw = self.buffer.split_to(end).freeze();
-                self.resume = 0;
+                self.resume = Scan::default();
                 if raw.len() > self.limit {
                     return Err(TooLarge { limit: self.limit });
                 }
@@ -134,19 +135,25 @@ impl Splitter {
     }
 }
 
+/// Where a scan for the end of an event stands.
+#[derive(Debug, Default, Clone, Copy)]
+struct Scan {
+    line_start: usize,
+    position: usize,
+}
+
 /// The index just past the blank line that ends the first event, scanning
-/// from `from` (a line start); or, when there is none yet, the start of the
-/// line to scan from next time. A CR at the very end does not end its line
-/// yet: a LF may follow in the next chunk.
-fn find_event_end(buffer: &[u8], from: usize) -> Result<usize, usize> {
-    let mut line_start = from;
-    let mut i = from;
+/// on from `from`; or, when there is none yet, where to scan from next
+/// time. A CR at the very end does not end its line yet: a LF may follow in
+/// the next chunk.
+fn find_event_end(buffer: &[u8], from: Scan) -> Result<usize, Scan> {
+    let Scan { mut line_start, position: mut i } = from;
     while i < buffer.len() {
         match buffer[i] {
             b'\n' | b'\r' => {
                 let end = match (buffer[i], buffer.get(i + 1)) {
                     (b'\r', Some(b'\n')) => i + 2,
-                    (b'\r', None) => return Err(line_start),
+                    (b'\r', None) => return Err(Scan { line_start, position: i }),
                     _ => i + 1,
                 };
                 if i == line_start {
@@ -158,7 +165,7 @@ fn find_event_end(buffer: &[u8], from: usize) -> Result<usize, usize> {
             _ => i += 1,
         }
     }
-    Err(line_start)
+    Err(Scan { line_start, position: i })
 }
 
 /// Whether readers other than WHATWG's would split `raw` (one event, as

@@ -6,9 +6,11 @@
 
 mod hostile;
 mod rmcp_servers;
+mod sdk_upstreams;
 
 pub use hostile::*;
 pub use rmcp_servers::*;
+pub use sdk_upstreams::*;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};

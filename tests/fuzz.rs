@@ -1,0 +1,211 @@
+//! Fuzzing on the stable toolchain (proptest) of the three parsers that read
+//! outside input: the JSON-RPC envelope, the SSE splitter and the list
+//! filter. None may panic; the splitter must not depend on how the stream
+//! is cut; a filtered list must not show a denied name to any reader; and
+//! the envelope must be judged as the upstreams read it (see
+//! `tests/differential.rs`). Time is linear in the input (last test).
+//!
+//! A few seconds in CI; longer on demand:
+//! `TOOLGATE_FUZZ_CASES=100000 cargo test --release --test fuzz`.
+
+mod readers;
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use readers::{Reader, list_names};
+use std::time::{Duration, Instant};
+use toolgate::mcp::envelope;
+use toolgate::mcp::list_filter::{self, Outcome};
+use toolgate::mcp::sse::Splitter;
+
+fn config() -> Config {
+    let cases = std::env::var("TOOLGATE_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512);
+    Config { cases, failure_persistence: None, ..Config::default() }
+}
+
+/// Bytes that look like JSON often enough to get past the first byte.
+fn jsonish() -> impl Strategy<Value = Vec<u8>> {
+    let atoms = prop::sample::select(vec![
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"",
+        "\\",
+        "\\u",
+        "\\u0000",
+        "\\ud800",
+        "0",
+        "-1",
+        "1e999",
+        "null",
+        "true",
+        "\"jsonrpc\"",
+        "\"2.0\"",
+        "\"id\"",
+        "\"method\"",
+        "\"Method\"",
+        "\"params\"",
+        "\"paramſ\"",
+        "\"name\"",
+        "\"NAME\"",
+        "\"uri\"",
+        "\"ref\"",
+        "\"tools/call\"",
+        "\"result\"",
+        "\"tools\"",
+        " ",
+        "\n",
+        "\u{feff}",
+        "\u{2028}",
+        "\u{0}",
+        "é",
+        "NaN",
+    ]);
+    prop::collection::vec(atoms, 0..64).prop_map(|parts| parts.concat().into_bytes())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn the_envelope_parser_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512), json in jsonish()) {
+        let _ = envelope::parse(&bytes);
+        let _ = envelope::parse(&json);
+    }
+
+    #[test]
+    fn the_splitter_reads_a_stream_alike_however_it_is_cut(
+        stream in prop::collection::vec(prop::sample::select(vec![
+            "data: ", "data:", "event: message", ": comment", "id: 7", "\n", "\r\n", "\r", "{\"a\":1}",
+            "\u{feff}", "x", "retry: 5", "\n\n",
+        ]), 0..40).prop_map(|p| p.concat().into_bytes()),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let whole = events(&[&stream]);
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for point in points {
+            chunks.push(&stream[start..point]);
+            start = point;
+        }
+        chunks.push(&stream[start..]);
+        prop_assert_eq!(events(&chunks), whole);
+    }
+
+    #[test]
+    fn a_filtered_list_shows_no_reader_a_denied_name(text in list_result()) {
+        // What the pre-scan waves through unparsed must hold no list for
+        // any reader.
+        if !list_filter::may_hold_list(text.as_bytes()) {
+            for reader in Reader::ALL {
+                prop_assert!(list_names(reader, &text).is_empty(), "{:?} reads a list in {}", reader, text);
+            }
+        }
+        let mut removed = Vec::new();
+        let outcome = list_filter::filter(text.as_bytes(), &mut |_, name| !name.contains("secret"), &mut removed);
+        let forwarded = match outcome {
+            Ok(Outcome::Unchanged) => text.clone(),
+            Ok(Outcome::Rewritten(bytes)) => String::from_utf8(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?,
+            Err(_) => return Ok(()),
+        };
+        for reader in Reader::ALL {
+            for name in list_names(reader, &forwarded) {
+                prop_assert!(!name.contains("secret"), "{:?} reads `{}` in {}", reader, name, forwarded);
+            }
+        }
+    }
+}
+
+/// An event's bytes as received, and its data.
+type Event = (Vec<u8>, Vec<u8>);
+
+/// Every event, or the error, for a stream cut into chunks.
+fn events(chunks: &[&[u8]]) -> Result<Vec<Event>, String> {
+    let mut splitter = Splitter::new(1 << 20);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        splitter.push(chunk);
+        while let Some(event) = splitter.next_event().map_err(|e| e.to_string())? {
+            out.push((event.raw.to_vec(), event.data));
+        }
+    }
+    Ok(out)
+}
+
+/// List results built from the pieces that fooled proxies before: case
+/// variants of keys, escapes, duplicates, names that differ in case.
+fn list_result() -> impl Strategy<Value = String> {
+    let key = |names: &'static [&'static str]| prop::sample::select(names.to_vec());
+    let name_key = key(&["name", "name", "name", "NAME", "Name", "n\\u0061me", "title"]);
+    let name = prop::sample::select(vec!["echo", "secret", "SECRET", "se\\u0063ret", "ok", "secret_admin"]);
+    let item = prop::collection::vec((name_key, name), 1..3).prop_map(|members| {
+        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")).collect();
+        format!("{{{}}}", body.join(","))
+    });
+    let list = prop::collection::vec(item, 0..4).prop_map(|items| format!("[{}]", items.join(",")));
+    let list_key =
+        key(&["tools", "tools", "prompts", "Tools", "toolſ", "to\\u006fls", "TOOLS", "nextCursor"]);
+    let result = prop::collection::vec((list_key, list), 1..3).prop_map(|members| {
+        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    });
+    let result_key = key(&["result", "result", "Result", "re\\u0073ult", "error"]);
+    (result_key, result, any::<bool>()).prop_map(|(key, result, batch)| {
+        let message = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"{key}\":{result}}}");
+        if batch { format!("[{message}]") } else { message }
+    })
+}
+
+/// Time grows with the input no faster than linearly (a quadratic step
+/// would take 16 times longer on 16 times the input, not 4).
+#[test]
+fn time_is_linear_in_the_input() {
+    fn ratio(build: impl Fn(usize) -> Vec<u8>, run: impl Fn(&[u8])) -> f64 {
+        let time = |n: usize| {
+            let input = build(n);
+            let started = Instant::now();
+            run(&input);
+            started.elapsed().max(Duration::from_micros(50))
+        };
+        time(4_000); // warm up
+        let small = (0..3).map(|_| time(4_000)).min().unwrap_or_default();
+        let large = (0..3).map(|_| time(64_000)).min().unwrap_or_default();
+        large.as_secs_f64() / small.as_secs_f64()
+    }
+    let keys = |n: usize| {
+        let members: String = (0..n).map(|i| format!(",\"k{i}\":0")).collect();
+        format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"{members}}}").into_bytes()
+    };
+    let envelope = ratio(keys, |body| {
+        let _ = envelope::parse(body);
+    });
+    let list = ratio(
+        |n| {
+            let members: String = (0..n).map(|i| format!(",\"k{i}\":0")).collect();
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"tools\":[{{\"name\":\"a\"{members}}}]}}}}")
+                .into_bytes()
+        },
+        |text| {
+            let _ = list_filter::filter(text, &mut |_, _| false, &mut Vec::new());
+        },
+    );
+    let sse = ratio(
+        |n| format!("data: {}", "x".repeat(n * 8)).into_bytes(),
+        |stream| {
+            let mut splitter = Splitter::new(usize::MAX);
+            for chunk in stream.chunks(256) {
+                splitter.push(chunk);
+                let _ = splitter.next_event();
+            }
+        },
+    );
+    for (what, ratio) in [("envelope", envelope), ("list filter", list), ("SSE splitter", sse)] {
+        println!("{what}: 16x the input took {ratio:.1}x the time");
+        assert!(ratio < 64.0, "{what}: 16x the input took {ratio:.1}x the time");
+    }
+}

@@ -1,0 +1,150 @@
+//! Models of how real JSON readers take a message, written independently of
+//! toolgate's code: JavaScript's `JSON.parse`, Python's `json` and
+//! serde_json keep the last of duplicate keys; some readers keep the first;
+//! Go's `encoding/json` matches keys to fields case-insensitively under
+//! Unicode simple folding (`ſ` is `s`, KELVIN SIGN is `k`) and keeps the
+//! last match.
+
+#![allow(dead_code)]
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    LastWins,
+    FirstWins,
+    GoFold,
+}
+
+impl Reader {
+    pub const ALL: [Reader; 3] = [Reader::LastWins, Reader::FirstWins, Reader::GoFold];
+}
+
+/// JSON with object members in order, duplicates kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Object(Vec<(String, Json)>),
+    Array(Vec<Json>),
+    String(String),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Json;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut members = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Json>()? {
+                    members.push((key, value));
+                }
+                Ok(Json::Object(members))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Json>()? {
+                    items.push(item);
+                }
+                Ok(Json::Array(items))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
+                Ok(Json::String(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Go's `foldName`: ASCII upper case, and each other rune the smallest of
+/// its simple-fold orbit (for the runes that fold onto ASCII letters).
+fn go_fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            'ſ' => 'S',
+            '\u{212A}' => 'K',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+/// The member a reader takes for `name`.
+pub fn member<'j>(reader: Reader, object: &'j [(String, Json)], name: &str) -> Option<&'j Json> {
+    let mut matching = object.iter().filter(|(key, _)| match reader {
+        Reader::GoFold => go_fold(key) == go_fold(name),
+        _ => key == name,
+    });
+    match reader {
+        Reader::FirstWins => matching.next(),
+        _ => matching.next_back(),
+    }
+    .map(|(_, value)| value)
+}
+
+fn string(value: Option<&Json>) -> Option<String> {
+    match value {
+        Some(Json::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// What a reader takes for the method, `params.name` and `params.uri` of
+/// a message; `None` if it cannot read the text.
+pub fn envelope(reader: Reader, text: &str) -> Option<(Option<String>, Option<String>, Option<String>)> {
+    let Json::Object(message) = serde_json::from_str::<Json>(text).ok()? else { return None };
+    let method = string(member(reader, &message, "method"));
+    let (name, uri) = match member(reader, &message, "params") {
+        Some(Json::Object(params)) => {
+            (string(member(reader, params, "name")), string(member(reader, params, "uri")))
+        }
+        _ => (None, None),
+    };
+    Some((method, name, uri))
+}
+
+const LISTS: [(&str, &str); 4] =
+    [("tools", "name"), ("prompts", "name"), ("resources", "uri"), ("resourceTemplates", "uriTemplate")];
+
+/// Every name a reader finds in the list results of `text`.
+pub fn list_names(reader: Reader, text: &str) -> Vec<String> {
+    let Ok(root) = serde_json::from_str::<Json>(text) else { return Vec::new() };
+    let messages = match root {
+        Json::Array(items) => items,
+        other => vec![other],
+    };
+    let mut names = Vec::new();
+    for message in &messages {
+        let Json::Object(message) = message else { continue };
+        let Some(Json::Object(result)) = member(reader, message, "result") else { continue };
+        for (list, name_key) in LISTS {
+            let Some(Json::Array(items)) = member(reader, result, list) else { continue };
+            for item in items {
+                if let Json::Object(item) = item
+                    && let Some(name) = string(member(reader, item, name_key))
+                {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}

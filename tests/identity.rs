@@ -127,6 +127,9 @@ virtual_servers:
     credentials: [jwt]
     required_scopes: [mcp:write]
     tools: {{ allow: ["*"] }}
+  keys-only:
+    credentials: [api_key]
+    tools: {{ allow: ["*"] }}
 "#,
         sha256_hex(API_KEY)
     );
@@ -345,6 +348,12 @@ async fn scopes_and_credential_kinds_are_required_per_server() -> TestResult {
     assert_eq!(reply.status, StatusCode::OK, "a token may name several resources");
     let headers = [V0618, ("authorization", &bearer(&keys.ed_token("ed-1", &claims(aud))))];
     assert_eq!(post(gate.addr, &headers, PING).await.status, StatusCode::UNAUTHORIZED, "and not /mcp");
+    // A good JWT where only API keys are accepted: the kind is refused.
+    let good = bearer(&keys.ed_token("ed-1", &claims(json!({}))));
+    let headers = [&[V0618, ("authorization", good.as_str())], POST_HEADERS].concat();
+    let reply = send(gate.addr, "POST", "/servers/keys-only/mcp", &headers, PING).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    assert!(reply.text().contains("does not accept jwt"), "{}", reply.text());
     // No credential at all: the 401 names the scope this server needs.
     let reply = send(gate.addr, "POST", path, &[&[V0618], POST_HEADERS].concat(), PING).await;
     let challenge = reply.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();

@@ -224,14 +224,12 @@ impl VirtualServerDoc {
             DenialDoc::Explicit => DenialStyle::Explicit,
         };
         let credentials = credential_kinds(&self.credentials).map_err(|m| invalid_at(path, at, m))?;
-        let audiences = if !self.audiences.is_empty() {
-            self.audiences
-        } else if let Some(base) = &identity.metadata.base_url {
-            vec![format!("{base}{}", crate::proxy::auth::resource_path(name))]
-        } else {
-            Vec::new()
-        };
         let accepts_jwt = credentials.is_empty() || credentials.contains(&CredentialKind::Jwt);
+        let audiences = match &identity.metadata.base_url {
+            _ if !self.audiences.is_empty() => self.audiences,
+            Some(base) if accepts_jwt => vec![format!("{base}{}", crate::proxy::auth::resource_path(name))],
+            _ => Vec::new(),
+        };
         if accepts_jwt && !identity.jwt.is_empty() && audiences.is_empty() {
             return Err(invalid_at(
                 path,

@@ -209,10 +209,14 @@ fn signature_base(
     Ok(base)
 }
 
+/// RFC 9421 §2.2.3: the authority of the target URI — the request
+/// target's in absolute form (and HTTP/2's `:authority`), else `Host`, as
+/// the Host guard judges it.
 fn authority(request: &Request<'_>) -> Result<String, String> {
-    let host = match request.headers.get(http::header::HOST) {
-        Some(host) => host.to_str().map_err(|_| "Host is not text")?,
-        None => request.uri.authority().map(|a| a.as_str()).ok_or("the request names no authority")?,
+    let host = match (request.uri.authority(), request.headers.get(http::header::HOST)) {
+        (Some(authority), _) => authority.as_str(),
+        (None, Some(host)) => host.to_str().map_err(|_| "Host is not text")?,
+        (None, None) => return Err("the request names no authority".into()),
     };
     // RFC 9110 §4.2.3 normalisation: lower case, default port omitted.
     let host = host.to_ascii_lowercase();

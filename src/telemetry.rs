@@ -307,24 +307,35 @@ pub fn audit_list_filtered(server: &str, principal: &Principal, removed: &[Remov
 /// quoting input) as a log field: control characters, line and paragraph
 /// separators and bidirectional overrides are escaped (`\n`, `\u{202e}`),
 /// so no value can end a log line, forge another, or disguise itself on a
-/// terminal; and it is cut at 256 characters.
+/// terminal; a value holding white space, `=` or `"` is quoted (with `"`
+/// and `\` escaped), so it cannot pass for more `key=value` fields; and it
+/// is cut at 256 characters.
 pub struct Untrusted<'a>(pub &'a str);
 
 impl std::fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write;
+        let quoted =
+            self.0.is_empty() || self.0.contains(|c: char| c.is_whitespace() || c == '=' || c == '"');
+        if quoted {
+            f.write_char('"')?;
+        }
         for (count, c) in self.0.chars().enumerate() {
             if count == 256 {
-                return f.write_str("…");
+                f.write_str("…")?;
+                break;
             }
             let disguising = matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || disguising || c == '\\' {
+            if c.is_control() || disguising || c == '\\' || (quoted && c == '"') {
                 for escaped in c.escape_default() {
                     f.write_char(escaped)?;
                 }
             } else {
                 f.write_char(c)?;
             }
+        }
+        if quoted {
+            f.write_char('"')?;
         }
         Ok(())
     }
@@ -391,9 +402,12 @@ mod tests {
             "x\n2026-01-01T00:00:00Z  INFO toolgate::audit: call allowed\r\u{1b}[31m\u{202e}\u{2028}\\n";
         let shown = Untrusted(forged).to_string();
         assert!(!shown.chars().any(|c| c.is_control() || c == '\u{202e}' || c == '\u{2028}'), "{shown}");
-        assert!(shown.starts_with("x\\n2026"), "{shown}");
-        assert!(shown.ends_with("\\u{2028}\\\\n"), "a literal backslash is escaped too: {shown}");
+        assert!(shown.starts_with("\"x\\n2026"), "{shown}");
+        assert!(shown.ends_with("\\u{2028}\\\\n\""), "a literal backslash is escaped too: {shown}");
         assert_eq!(Untrusted(&"a".repeat(300)).to_string().chars().count(), 257);
-        assert_eq!(Untrusted("tools/call ünï").to_string(), "tools/call ünï");
+        assert_eq!(Untrusted("tools/call.ünï").to_string(), "tools/call.ünï", "plain values stay plain");
+        assert_eq!(Untrusted("x principal=root").to_string(), "\"x principal=root\"");
+        assert_eq!(Untrusted("a\"b").to_string(), "\"a\\\"b\"");
+        assert_eq!(Untrusted("").to_string(), "\"\"");
     }
 }

@@ -25,7 +25,7 @@ fn object(members: Vec<(&'static str, String)>) -> String {
 fn params() -> impl Strategy<Value = String> {
     let key = prop_oneof![
         4 => prop::sample::select(vec!["name", "uri", "arguments", "n\\u0061me"]),
-        1 => prop::sample::select(vec!["NAME", "Name", "nAme", "URI", "Uri", "naMe", "ſ", "nameſ"]),
+        1 => prop::sample::select(vec!["NAME", "Name", "nAme", "URI", "Uri", "naMe", "ſ", "nameſ", "na_me"]),
     ];
     let value = prop::sample::select(vec![
         "\"echo\"".to_owned(),

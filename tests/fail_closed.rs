@@ -122,19 +122,33 @@ async fn a_leading_byte_order_mark_does_not_hide_an_event() -> TestResult {
 }
 
 #[tokio::test]
-async fn events_that_readers_split_differently_are_withheld() -> TestResult {
+async fn events_clients_could_split_differently_reach_them_as_toolgate_read_them() -> TestResult {
     let head = "HTTP/1.1 200 OK\ncontent-type: text/event-stream";
-    // A bare CR ends a line for toolgate but not for Go's bufio readers,
-    // which then read the "comment" as JSON with a second, last-wins result.
-    let go = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]},\"zz\"\r:1,\"result\":{\"tools\":[{\"name\":\"delete_database\"}]},\"yy\"\ndata: :0}\n\n";
-    // Python's httpx ends lines at FF, VT and the Unicode separators too.
-    let python = format!(": keep-alive\x0cdata: {TOOLS}\n\n");
-    let separator = format!("event: message\u{2028}data: {TOOLS}\ndata: {{}}\n\n");
-    for (case, stream) in [("bare CR", go.to_owned()), ("form feed", python), ("U+2028", separator)] {
+    let list = TOOLS;
+    let cases = [
+        // A bare CR ends a line for toolgate but not for Go's bufio readers,
+        // which then read the "comment" as JSON with a second, last-wins result.
+        ("bare CR in an event", "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]},\"zz\"\r:1,\"result\":{\"tools\":[{\"name\":\"delete_database\"}]},\"yy\"\ndata: :0}\n\n".to_owned()),
+        // Bare CRs joining two of toolgate's events into one for Go readers.
+        ("bare CRs across events", "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\r\r{\"tools\":[{\"name\":\"delete_database\"}]}}\n\n".to_owned()),
+        // Python's httpx (before httpx-sse 0.4.2) ends lines at FF and U+2028 too.
+        ("form feed", format!(": keep-alive\x0cdata: {list}\n\n")),
+        ("U+2028", format!("event: message\u{2028}data: {list}\ndata: {{}}\n\n")),
+        // Readers that strip one BOM would read the data behind a second.
+        ("two BOMs", format!("\u{feff}\u{feff}data: {list}\n\n")),
+        // eventsource-parser strips these three characters at the start.
+        ("ï»¿", format!("ï»¿data: {list}\n\n")),
+    ];
+    for (case, stream) in cases {
         let reply = through(head, stream.as_bytes(), LIST).await;
         assert_eq!(reply.status, StatusCode::OK, "{case}");
-        assert!(!reply.text().contains(HIDDEN), "{case}: {}", reply.text());
-        assert!(reply.text().contains("withheld"), "{case}: {}", reply.text());
+        let text = reply.text();
+        assert!(!text.contains(HIDDEN), "{case}: {text:?}");
+        assert!(
+            !text.contains('\r') && !text.contains('\u{c}') && !text.contains('\u{feff}'),
+            "{case}: {text:?}"
+        );
+        assert!(!text.contains("ï»¿") && !text.contains("data: {\"jsonrpc\"\u{2028}"), "{case}: {text:?}");
     }
     // Line separators inside JSON strings of a data line are read alike.
     let description = TOOLS.replace(r#""inputSchema""#, "\"description\":\"a\u{2028}b\",\"inputSchema\"");

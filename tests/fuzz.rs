@@ -12,7 +12,7 @@ mod readers;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use readers::{Reader, list_names};
+use readers::{Reader, SseReader, list_names, sse_datas};
 use std::time::{Duration, Instant};
 use toolgate::mcp::envelope;
 use toolgate::mcp::list_filter::{self, Outcome};
@@ -98,6 +98,43 @@ proptest! {
     }
 
     #[test]
+    fn every_sse_reader_reads_what_toolgate_forwards_as_toolgate_read_it(
+        stream in prop::collection::vec(prop::sample::select(vec![
+            "data: ", "data:", "event: message", ": comment", "id: 7", "\n", "\r\n", "\r", "\n\n",
+            "{\"a\":1}", "{\"tools\":[]}", "\u{feff}", "\u{b}", "\u{c}", "\u{1e}", "\u{85}", "\u{2028}",
+            "ï»¿", "x", "foo: bar", "\"s\u{2028}t\"", "[1,", "2]",
+        ]), 0..48).prop_map(|p| p.concat().into_bytes()),
+    ) {
+        let mut splitter = Splitter::new(1 << 20);
+        splitter.push(&stream);
+        let mut judged = Vec::new();
+        let mut forwarded = Vec::new();
+        while let Ok(Some(event)) = splitter.next_event() {
+            if event.has_data {
+                let data = String::from_utf8_lossy(&event.data).into_owned();
+                // As the proxy does: data that may hold a list must be JSON
+                // toolgate can read, or the stream ends there.
+                let readable = serde_json::from_str::<serde_json::Value>(&data).is_ok();
+                if list_filter::may_hold_list(data.as_bytes()) && !readable {
+                    break;
+                }
+                judged.push(data);
+            }
+            forwarded.extend_from_slice(&event.forwardable());
+        }
+        // Whatever JSON a client reads from the forwarded bytes that could
+        // hold a list is JSON toolgate judged.
+        for reader in SseReader::ALL {
+            for data in sse_datas(reader, &forwarded) {
+                let is_json = serde_json::from_str::<serde_json::Value>(&data).is_ok();
+                if is_json && list_filter::may_hold_list(data.as_bytes()) {
+                    prop_assert!(judged.contains(&data), "{:?} reads {:?} from {:?}", reader, data, String::from_utf8_lossy(&forwarded));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_filtered_list_shows_no_reader_a_denied_name(text in list_result()) {
         // What the pre-scan waves through unparsed must hold no list for
         // any reader.
@@ -141,15 +178,26 @@ fn events(chunks: &[&[u8]]) -> Result<Vec<Event>, String> {
 /// variants of keys, escapes, duplicates, names that differ in case.
 fn list_result() -> impl Strategy<Value = String> {
     let key = |names: &'static [&'static str]| prop::sample::select(names.to_vec());
-    let name_key = key(&["name", "name", "name", "NAME", "Name", "n\\u0061me", "title"]);
+    let name_key =
+        key(&["name", "name", "name", "NAME", "Name", "n\\u0061me", "title", "uriTemplate", "uri_template"]);
     let name = prop::sample::select(vec!["echo", "secret", "SECRET", "se\\u0063ret", "ok", "secret_admin"]);
     let item = prop::collection::vec((name_key, name), 1..3).prop_map(|members| {
         let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")).collect();
         format!("{{{}}}", body.join(","))
     });
     let list = prop::collection::vec(item, 0..4).prop_map(|items| format!("[{}]", items.join(",")));
-    let list_key =
-        key(&["tools", "tools", "prompts", "Tools", "toolſ", "to\\u006fls", "TOOLS", "nextCursor"]);
+    let list_key = key(&[
+        "tools",
+        "tools",
+        "prompts",
+        "Tools",
+        "toolſ",
+        "to\\u006fls",
+        "TOOLS",
+        "nextCursor",
+        "resourceTemplates",
+        "resource_templates",
+    ]);
     let result = prop::collection::vec((list_key, list), 1..3).prop_map(|members| {
         let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         format!("{{{}}}", body.join(","))

@@ -218,7 +218,7 @@ async fn list_results_on_a_get_stream_are_filtered_too() -> TestResult {
     assert_eq!(messages[0]["result"]["tools"], json!([{ "name": "search_docs" }, { "name": "status" }]));
     assert_eq!(messages[0]["result"]["nextCursor"], "c2");
     assert_eq!(messages[1]["method"], "notifications/message", "other events pass");
-    assert!(stream.contains("id: 1\nevent: message\n"), "event fields kept: {stream}");
+    assert!(stream.contains("id: 1\n") && stream.contains("event: message\n"), "event fields kept: {stream}");
     gate.shutdown().await;
     Ok(())
 }

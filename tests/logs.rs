@@ -38,6 +38,10 @@ async fn attacker_text_cannot_forge_a_log_line() -> TestResult {
     let name = format!("x\\n{FORGED}\\r\\u001b[2K\\u202e");
     let call = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}"}}}}"#);
     post(addr, &[v0618], &call).await;
+    // A name that would pass for more fields of the same line.
+    let fields =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x principal=root rule=allowed"}}"#;
+    post(addr, &[v0618], fields).await;
     // Tokens whose issuer claim, or whose header's parse error, carries
     // one (refused, so audited).
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
@@ -64,6 +68,8 @@ async fn attacker_text_cannot_forge_a_log_line() -> TestResult {
         assert!(!strip_ansi(line).starts_with("1999-"), "a forged line: {line:?}\n{lines:#?}");
         assert!(!line.contains('\u{202e}'), "{line:?}");
     }
+    let injected = lines.iter().find(|l| l.contains("principal=root")).ok_or("no line for the field name")?;
+    assert!(strip_ansi(injected).contains(r#"name="x principal=root rule=allowed""#), "{injected}");
     // Each attempt was logged, escaped.
     for (what, escaped) in [
         ("call refused", "x\\n1999-01-01"),

@@ -118,12 +118,20 @@ async fn trusted_headers_must_be_single_and_not_empty() -> TestResult {
     let reply =
         post(gate.addr, &[V0618, ("x-user", "bob"), ("x-groups", "dev"), ("x-groups", "sre")], PING).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "repeated groups: {}", reply.text());
-    let reply = post(gate.addr, &[V0618, ("x-user", "bob"), ("x-groups", "dev, ops")], PING).await;
+    let forged = [
+        V0618,
+        ("x-user", "bob"),
+        ("x-groups", "dev, ops"),
+        ("x_toolgate_subject", "root"),
+        ("X_Toolgate_Groups", "admin"),
+    ];
+    let reply = post(gate.addr, &forged, PING).await;
     let seen = upstream_saw(&reply);
     assert_eq!(seen["x-toolgate-subject"], "bob", "{}", reply.text());
     assert_eq!(seen["x-toolgate-credential"], "trusted_header");
     assert!(seen.get("x-toolgate-issuer").is_none());
     assert_eq!(seen["x-toolgate-groups"], "dev,ops");
+    assert!(seen.get("x_toolgate_subject").is_none() && seen.get("x_toolgate_groups").is_none(), "{seen}");
     gate.shutdown().await;
     Ok(())
 }

@@ -21,6 +21,7 @@ const POLICY: &str = r#"virtual_servers:
     anonymous: true
     tools: { allow: ["*"], deny: [delete_database] }
     prompts: { allow: ["*"], deny: [admin_prompt] }
+    resources: { allow: ["**"], deny: ["file:///etc/**"] }
 "#;
 const V0618: (&str, &str) = ("mcp-protocol-version", "2025-06-18");
 
@@ -175,4 +176,44 @@ async fn json_the_python_sdk_reads_leniently_is_refused() -> TestResult {
 async fn post_bytes(addr: SocketAddr, body: &[u8]) -> Reply {
     let headers = [POST_HEADERS, &[V0618]].concat();
     send(addr, "POST", "/mcp", &headers, body.to_vec()).await
+}
+
+/// Both SDKs look resources up by the URI as a WHATWG URL parser reads it,
+/// so `file:/etc/passwd` is `file:///etc/passwd` to them.
+async fn a_deny_holds_for_the_uri_as_the_upstream_parses_it(upstream: SocketAddr) -> TestResult {
+    let read = |uri: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"{uri}"}}}}"#)
+    };
+    let variants = ["file:/etc/passwd", "file://localhost/etc/passwd", "FILE:///etc/passwd"];
+    let mut read_directly = 0;
+    for uri in variants {
+        let direct = post(upstream, &[V0618], &read(uri)).await;
+        if direct.text().contains("root:x:0:0") {
+            read_directly += 1;
+        }
+    }
+    assert_eq!(read_directly, variants.len(), "the upstream reads each variant as /etc/passwd");
+
+    let gate = start_gate(&policy(upstream, "", POLICY)).await;
+    for uri in variants.into_iter().chain(["file:///etc/passwd"]) {
+        let reply = post(gate.addr, &[V0618], &read(uri)).await;
+        assert!(!reply.text().contains("root:x:0:0"), "{uri}: {}", reply.text());
+        assert_eq!(reply.json()["error"]["message"], "Resource not found", "{uri}: {}", reply.text());
+    }
+    let reply = post(gate.addr, &[V0618], &read("file:///public/readme.md")).await;
+    assert!(reply.text().contains("# readme"), "{}", reply.text());
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn typescript_sdk_resource_uris_are_judged_as_it_parses_them() -> TestResult {
+    let upstream = start_typescript_upstream(&["--json"])?;
+    a_deny_holds_for_the_uri_as_the_upstream_parses_it(upstream.addr).await
+}
+
+#[tokio::test]
+async fn python_sdk_resource_uris_are_judged_as_it_parses_them() -> TestResult {
+    let upstream = start_python_upstream(&["--json"])?;
+    a_deny_holds_for_the_uri_as_the_upstream_parses_it(upstream.addr).await
 }

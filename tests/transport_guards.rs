@@ -359,3 +359,27 @@ async fn the_proxy_keeps_serving_through_a_barrage_of_bad_requests() -> TestResu
     gate.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cors_preflight_reaches_the_upstream_without_credentials() -> TestResult {
+    let upstream = start_echo_upstream().await;
+    let top = "identity:\n  api_keys: [{ id: ci, sha256: '0000000000000000000000000000000000000000000000000000000000000001' }]\nvirtual_servers:\n  default:\n    tools: { allow: ['*'] }\n";
+    let gate = start_gate(&policy(upstream, "  allowed_origins: [https://app.example.com]", top)).await;
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "authorization, content-type, mcp-protocol-version"),
+    ];
+    // Browsers send a preflight without credentials: it is the upstream's
+    // to answer, even where calls need a credential.
+    let reply = send(gate.addr, "OPTIONS", "/mcp", &preflight, "").await;
+    assert_eq!(reply.json()["result"]["method"], "OPTIONS", "{}", reply.text());
+    let calls = post(gate.addr, &[V0618, ("origin", "https://app.example.com")], PING).await;
+    assert_eq!(calls.status, StatusCode::UNAUTHORIZED);
+    let other = [("origin", "https://evil.example.com"), ("access-control-request-method", "POST")];
+    assert_eq!(send(gate.addr, "OPTIONS", "/mcp", &other, "").await.status, StatusCode::FORBIDDEN);
+    // Without an Origin it is no preflight, and is judged as any request.
+    assert_eq!(send(gate.addr, "OPTIONS", "/mcp", &[], "").await.status, StatusCode::UNAUTHORIZED);
+    gate.shutdown().await;
+    Ok(())
+}

@@ -7,8 +7,13 @@
 //! `delete_database` there. .NET's `System.Text.Json` with the web defaults
 //! compares ignoring case the same way, by simple upper-case mapping.
 //!
+//! And the Python SDK's newer models take a member by its snake_case name
+//! as well as by its camelCase alias (`resource_templates` for
+//! `resourceTemplates`; pydantic `populate_by_name`).
+//!
 //! toolgate therefore refuses, in every object it reads a decision from, a
-//! key that is not one of the names it reads but folds onto one of them.
+//! key that is not one of the names it reads but folds onto one of them,
+//! underscores aside.
 //! For the ASCII names of MCP, the characters that fold onto ASCII letters
 //! are the ASCII letters of the other case and four others: U+017F `ſ`
 //! (→ s), U+212A KELVIN SIGN (→ k), U+0131 dotless `ı` (upper-cases to I)
@@ -35,10 +40,14 @@ fn fold(c: char) -> char {
     }
 }
 
-/// Whether a case-insensitive reader takes `key` for `name`.
+/// Whether a case-insensitive or snake_case-accepting reader takes `key`
+/// for `name` (whose own names have no underscore).
 pub fn folds_to(key: &str, name: &str) -> bool {
-    // Every character that folds onto ASCII is at most 3 bytes long.
-    key.len() >= name.len() && key.len() <= 3 * name.len() && key.chars().map(fold).eq(name.chars().map(fold))
+    // Every character that folds onto ASCII is at most 3 bytes long, and a
+    // snake_case name has at most one underscore per letter.
+    key.len() >= name.len()
+        && key.len() <= 4 * name.len()
+        && key.chars().filter(|c| *c != '_').map(fold).eq(name.chars().map(fold))
 }
 
 /// Classifies `key` against `names`.
@@ -67,6 +76,10 @@ mod tests {
         assert_eq!(classify("taſkId", &names), Member::Folded(3));
         assert_eq!(classify("TASKID", &names), Member::Folded(3));
         assert_eq!(classify("nAme", &names), Member::Folded(2));
+        assert_eq!(classify("task_id", &names), Member::Folded(3));
+        let lists = ["resourceTemplates", "nextCursor"];
+        assert_eq!(classify("resource_templates", &lists), Member::Folded(0));
+        assert_eq!(classify("next_cursor", &lists), Member::Folded(1));
         let kelvin = ["kind"];
         assert_eq!(classify("\u{212A}ind", &kelvin), Member::Folded(0));
         let id = ["id"];

@@ -349,6 +349,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","NAME":"b"}]}}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"a","Uri":"b"}]}}"#,
             r#"{"jsonrpc":"2.0","id":1,"Result":{"tools":[{"name":"b"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"resource_templates":[{"uriTemplate":"file:///s/{x}"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[{"uri_template":"file:///s/{x}"}]}}"#,
         ] {
             assert!(run(text, &["a"]).0.is_err(), "{text}");
         }

@@ -6,4 +6,5 @@ pub mod headers;
 pub mod keys;
 pub mod list_filter;
 pub mod sse;
+pub mod sse_event;
 pub mod version;

@@ -1,69 +1,15 @@
 //! A server-sent events splitter with a size limit, for the upstream's SSE
 //! answers. It cuts the byte stream into whole events as they complete, so
-//! each can be forwarded at once (as its original bytes) or, when it carries
-//! a list result, inspected and rewritten.
+//! each can be judged and forwarded at once ([`Event`] reads one).
 //!
 //! Written here because the SSE crates at hand buffer without a bound; an
 //! upstream must not be able to make toolgate hold an unbounded event.
-//! Parsing follows the WHATWG HTML "event stream interpretation": one
+//! Framing follows the WHATWG HTML "event stream interpretation": one
 //! leading byte-order mark is dropped; lines end in CRLF, LF or CR; a blank
-//! line ends an event; `:` starts a comment; one space after the colon is
-//! dropped; `data` lines join with `\n`.
-//!
-//! Not every reader follows it: Go readers built on `bufio` end lines at LF
-//! only (a bare CR joins two lines into one), and Python's httpx also ends
-//! lines at VT, FF, FS, GS, RS, NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR
-//! (`str.splitlines`). [`ambiguous_framing`] finds events those readers
-//! would split differently.
+//! line ends an event.
 
-use bytes::{Bytes, BytesMut};
-
-/// One complete event: its bytes as received (blank line included) and its
-/// joined `data`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Event {
-    pub raw: Bytes,
-    pub data: Vec<u8>,
-    pub has_data: bool,
-}
-
-impl Event {
-    /// The event with its `data` replaced by `data`, every other line kept
-    /// in order. `data` may contain newlines; each becomes its own line.
-    pub fn with_data(&self, data: &[u8]) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.raw.len() + data.len());
-        let mut wrote_data = false;
-        for line in lines(&self.raw) {
-            if line.is_empty() {
-                continue;
-            }
-            if field_name(line) == b"data" {
-                if !wrote_data {
-                    for part in data.split(|b| *b == b'\n') {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(part);
-                        out.extend_from_slice(b"\n");
-                    }
-                    wrote_data = true;
-                }
-                continue;
-            }
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\n");
-        }
-        out.extend_from_slice(b"\n");
-        out.freeze()
-    }
-}
-
-/// The event a refusal becomes on an SSE stream.
-pub fn message_event(json: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(json.len() + 24);
-    out.extend_from_slice(b"event: message\ndata: ");
-    out.extend_from_slice(json);
-    out.extend_from_slice(b"\n\n");
-    out.freeze()
-}
+pub use super::sse_event::{Event, message_event};
+use bytes::BytesMut;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("an SSE event exceeds {limit} bytes")]
@@ -121,8 +67,7 @@ impl Splitter {
                 if raw.len() > self.limit {
                     return Err(TooLarge { limit: self.limit });
                 }
-                let (data, has_data) = event_data(&raw);
-                Ok(Some(Event { raw, data, has_data }))
+                Ok(Some(Event::parse(raw)))
             }
             Err(resume) => {
                 self.resume = resume;
@@ -166,71 +111,6 @@ fn find_event_end(buffer: &[u8], from: Scan) -> Result<usize, Scan> {
         }
     }
     Err(Scan { line_start, position: i })
-}
-
-/// Whether readers other than WHATWG's would split `raw` (one event, as
-/// received) into other lines: a bare CR (Go's `bufio` readers do not end
-/// a line there), VT, FF, FS, GS or RS anywhere, or NEL, LINE SEPARATOR or
-/// PARAGRAPH SEPARATOR outside a `data` line (Python's httpx ends lines at
-/// all of these). Inside a `data` line the last three can only sit in a JSON
-/// string, where splitting leaves text no JSON reader accepts.
-pub fn ambiguous_framing(raw: &[u8]) -> bool {
-    let bare_cr = raw.iter().enumerate().any(|(i, b)| *b == b'\r' && raw.get(i + 1) != Some(&b'\n'));
-    if bare_cr || raw.iter().any(|b| matches!(b, 0x0b | 0x0c | 0x1c..=0x1e)) {
-        return true;
-    }
-    const UNICODE_BREAKS: [&[u8]; 3] = [b"\xC2\x85", b"\xE2\x80\xA8", b"\xE2\x80\xA9"];
-    lines(raw)
-        .filter(|line| field_name(line) != b"data")
-        .any(|line| UNICODE_BREAKS.iter().any(|needle| line.windows(needle.len()).any(|w| w == *needle)))
-}
-
-fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = raw;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = rest.iter().position(|b| *b == b'\n' || *b == b'\r').unwrap_or(rest.len());
-        let line = &rest[..end];
-        let skip = match (rest.get(end), rest.get(end + 1)) {
-            (Some(b'\r'), Some(b'\n')) => 2,
-            (Some(_), _) => 1,
-            (None, _) => 0,
-        };
-        rest = &rest[end + skip..];
-        Some(line)
-    })
-}
-
-fn field_name(line: &[u8]) -> &[u8] {
-    match line.iter().position(|b| *b == b':') {
-        Some(colon) => &line[..colon],
-        None => line,
-    }
-}
-
-fn event_data(raw: &[u8]) -> (Vec<u8>, bool) {
-    let mut data = Vec::new();
-    let mut has_data = false;
-    for line in lines(raw) {
-        if field_name(line) != b"data" {
-            continue;
-        }
-        let value = match line.iter().position(|b| *b == b':') {
-            Some(colon) => {
-                let v = &line[colon + 1..];
-                v.strip_prefix(b" ").unwrap_or(v)
-            }
-            None => &[][..],
-        };
-        if has_data {
-            data.push(b'\n');
-        }
-        data.extend_from_slice(value);
-        has_data = true;
-    }
-    (data, has_data)
 }
 
 #[cfg(test)]
@@ -297,27 +177,6 @@ mod tests {
             // Only the stream's first BOM is dropped.
             assert!(!events[1].has_data, "split at {split}");
         }
-        Ok(())
-    }
-
-    #[test]
-    fn framing_other_readers_split_differently() {
-        assert!(!ambiguous_framing(b"event: message\r\ndata: {\"a\":1}\r\n\r\n"));
-        assert!(!ambiguous_framing("data: {\"a\":\"x\u{2028}y\u{85}\"}\n\n".as_bytes()));
-        assert!(ambiguous_framing(b"data: {\"a\"\r: 1}\n\n"));
-        assert!(ambiguous_framing(b"data: 1\r\r"));
-        assert!(ambiguous_framing(b": x\x0cdata: {}\n\n"));
-        assert!(ambiguous_framing(b"data: {\"a\":\"\x1e\"}\n\n"));
-        assert!(ambiguous_framing(": note\u{2028}data: {}\n\n".as_bytes()));
-        assert!(ambiguous_framing("event: x\u{2029}data: {}\n\n".as_bytes()));
-        assert!(ambiguous_framing("id: 1\u{85}data: {}\n\n".as_bytes()));
-    }
-
-    #[test]
-    fn rewriting_keeps_other_fields() -> Result<(), TooLarge> {
-        let events = all_events(&[b"id: 7\nevent: message\n: note\ndata: {\"old\":\ndata: 1}\n\n"], 1024)?;
-        let rewritten = events[0].with_data(b"{\"new\":\n2}");
-        assert_eq!(&rewritten[..], b"id: 7\nevent: message\n: note\ndata: {\"new\":\ndata: 2}\n\n");
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 mod hosts;
 pub mod pattern;
+mod uri;
 mod virtual_server;
 
 pub use crate::identity::Principal;

@@ -14,6 +14,7 @@
 //!   leading/trailing white space are never allowed.
 
 use super::pattern::PatternSet;
+use super::uri;
 use crate::identity::{Access, CredentialKind, Principal};
 use std::collections::HashSet;
 use std::fmt;
@@ -162,6 +163,10 @@ pub enum Denial {
     /// A resource URI with dot segments or encoded separators, which an
     /// upstream might resolve to somewhere its pattern does not cover.
     AmbiguousUri,
+    /// The URI as upstreams that parse it read it (WHATWG URL: the
+    /// TypeScript SDK's `new URL`, the Python SDK's pydantic `AnyUrl`) is
+    /// not allowed: `file:/etc/passwd` is `file:///etc/passwd` to them.
+    ReadAs { uri: String, denial: Box<Denial> },
 }
 
 impl Decision {
@@ -188,58 +193,13 @@ impl fmt::Display for Decision {
             Decision::Denied(Denial::AmbiguousUri) => f.write_str(
                 "denied: the URI has `.`/`..` segments, a backslash or an encoded `.`, `/` or `\\`",
             ),
+            Decision::Denied(Denial::ReadAs { uri, denial }) => write!(
+                f,
+                "denied: upstreams that parse URIs read it as `{uri}`: {}",
+                Decision::Denied((**denial).clone())
+            ),
         }
     }
-}
-
-/// Whether a resource URI could name something other than what its text
-/// matches: `file:///public/../private/key` matches `file:///public/**`
-/// but an upstream that resolves dot segments (RFC 3986 §5.2.4) reads
-/// `/private/key`. Dot segments are refused anywhere, not only in the path:
-/// an upstream that takes the URI as a file path, or splits it at another
-/// character, resolves `file:///public/x?/../../etc/passwd` and
-/// `file:///public/..;x` as well. Encoded dots and separators (also
-/// encoded twice, `%252e`) hide the same trick.
-fn ambiguous_uri(uri: &str) -> bool {
-    let mut text = std::borrow::Cow::Borrowed(uri);
-    for _ in 0..4 {
-        let lower = text.to_ascii_lowercase();
-        if ["%2e", "%2f", "%5c", "\\"].iter().any(|needle| lower.contains(needle)) {
-            return true;
-        }
-        if text.split(['/', '?', '#', ';', '=', '&']).any(|segment| segment == "." || segment == "..") {
-            return true;
-        }
-        match percent_decode(&text) {
-            Some(decoded) => text = std::borrow::Cow::Owned(decoded),
-            None => return false,
-        }
-    }
-    // Still encoded after four rounds: no reading can be vouched for.
-    true
-}
-
-/// One round of percent-decoding, or `None` when there is no escape.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut decoded = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) =
-                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
-        {
-            out.push((hi * 16 + lo) as u8);
-            decoded = true;
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    decoded.then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 #[derive(Debug, Clone)]
@@ -295,9 +255,27 @@ impl View<'_> {
         if name.chars().any(char::is_control) || name.trim() != name {
             return Decision::Denied(Denial::MalformedName);
         }
-        if kind == ListKind::Resource && ambiguous_uri(name) {
+        if kind != ListKind::Resource {
+            return self.decide_text(kind, name, true);
+        }
+        if uri::ambiguous(name) {
             return Decision::Denied(Denial::AmbiguousUri);
         }
+        // Allowed only if allowed as every upstream reads it.
+        let decision = self.decide_text(kind, name, true);
+        if decision.is_allowed()
+            && let Some(parsed) = uri::as_parsed(name)
+            && let Decision::Denied(denial) = self.decide_text(kind, &parsed, false)
+        {
+            return Decision::Denied(Denial::ReadAs { uri: parsed, denial: Box::new(denial) });
+        }
+        decision
+    }
+
+    /// The decision for `name` as written. `exact_for_non_ascii`: a name
+    /// that is not plain ASCII needs an exact allow entry (for names as a
+    /// caller sends them, not for a reading derived from one).
+    fn decide_text(&self, kind: ListKind, name: &str, exact_for_non_ascii: bool) -> Decision {
         let k = kind.index();
         let folded = name.to_ascii_lowercase();
         for (grants, source) in self.grants() {
@@ -308,7 +286,7 @@ impl View<'_> {
         let mut glob_only: Option<String> = None;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.allow[k].find(name) {
-                if name.is_ascii() || pattern == name {
+                if name.is_ascii() || pattern == name || !exact_for_non_ascii {
                     return Decision::Allowed { pattern: pattern.to_owned(), source };
                 }
                 glob_only.get_or_insert_with(|| pattern.to_owned());
@@ -509,6 +487,37 @@ mod tests {
                 "{uri}"
             );
         }
+        // Denied as an upstream that parses URIs reads them.
+        let guarded = VirtualServer {
+            name: "g".into(),
+            base: Grants::new(
+                [vec![], vec![], vec!["**".to_string()], vec![]],
+                [
+                    vec![],
+                    vec![],
+                    vec!["file:///etc/**".to_string(), "https://internal.example.com/**".to_string()],
+                    vec![],
+                ],
+            ),
+            rules: vec![],
+            denial: DenialStyle::Hidden,
+            access: Access::default(),
+        };
+        let guarded = guarded.view(&anon);
+        for uri in [
+            "file:/etc/passwd",
+            "file://localhost/etc/passwd",
+            "https://internal.ex%61mple.com/s",
+            "https:internal.example.com/s",
+        ] {
+            let decision = guarded.decide(ListKind::Resource, uri);
+            assert!(matches!(decision, Decision::Denied(Denial::ReadAs { .. })), "{uri}: {decision}");
+        }
+        assert_eq!(
+            guarded.decide(ListKind::Resource, "file:/etc/passwd").to_string(),
+            "denied: upstreams that parse URIs read it as `file:///etc/passwd`: denied by `file:///etc/**` (base deny)"
+        );
+        assert!(guarded.decide(ListKind::Resource, "file:/tmp/x").is_allowed());
         let exact = VirtualServer {
             name: "x".into(),
             base: Grants::new(kinds(&["ünïcode"]), kinds(&[])),

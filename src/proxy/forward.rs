@@ -159,6 +159,20 @@ pub fn upstream_request(
     for name in &identity.strip_inbound {
         headers.remove(name);
     }
+    // CGI-style servers (WSGI, Rack) read `X_Toolgate_Subject` as
+    // `X-Toolgate-Subject`: such spellings of a stripped header go too.
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let dashed = name.as_str().replace('_', "-");
+            identity.strip_inbound.iter().any(|stripped| stripped.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in &underscored {
+        headers.remove(name);
+    }
     for (name, value) in identity::upstream_identity(identity, principal) {
         headers.insert(name, value);
     }

@@ -8,9 +8,10 @@
 //! that every client reads the same way: exactly one `Content-Type`, whose
 //! essence is exactly `application/json` or `text/event-stream` and whose
 //! charset, if any, is UTF-8; no `Content-Encoding` (toolgate asks the
-//! upstream for `identity`); SSE events framed so that no reader splits
-//! them differently. Anything else is withheld: an answer that must be
-//! inspected and cannot be read with certainty is never forwarded.
+//! upstream for `identity`). Anything else is withheld: an answer that must
+//! be inspected and cannot be read with certainty is never forwarded. SSE
+//! events that clients could split differently are forwarded re-emitted
+//! from toolgate's reading.
 //!
 //! What needs no change passes as the original bytes: a JSON body
 //! untouched, an SSE event the moment its blank line arrives. A list result
@@ -94,21 +95,16 @@ impl Judge {
         })
     }
 
+    /// Judges one event. What is forwarded is what toolgate read: the event
+    /// as received when every reader reads it alike, else re-emitted in the
+    /// canonical form (see [`sse::Event`]), so no reader finds data toolgate
+    /// did not judge.
     fn event(&self, event: sse::Event) -> Verdict {
-        if !list_filter::may_hold_list(&event.raw) {
-            return Verdict::Forward(event.raw);
-        }
-        if sse::ambiguous_framing(&event.raw) {
-            return Verdict::Refuse(
-                "an SSE event that may hold a list uses line breaks that SSE readers split differently"
-                    .into(),
-            );
-        }
         if !event.has_data {
-            return Verdict::Forward(event.raw);
+            return Verdict::Forward(event.forwardable());
         }
         match self.judge(&event.data) {
-            Ok(None) => Verdict::Forward(event.raw),
+            Ok(None) => Verdict::Forward(event.forwardable()),
             Ok(Some(data)) => Verdict::Forward(event.with_data(&data)),
             Err(reason) => Verdict::Refuse(reason),
         }
@@ -250,6 +246,7 @@ impl FilteredEvents {
         loop {
             match self.splitter.next_event() {
                 Ok(Some(event)) => match self.judge.event(event) {
+                    Verdict::Forward(bytes) if bytes.is_empty() => {}
                     Verdict::Forward(bytes) => self.ready.push_back(bytes),
                     Verdict::Refuse(reason) => return self.refuse(&reason),
                 },

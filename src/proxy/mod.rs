@@ -111,6 +111,22 @@ async fn pipeline(
     let server = route(policy, request.uri().path())?;
     guard::host(request.uri(), request.headers(), transport)?;
     guard::origin(request.headers(), transport)?;
+    if request.method() == Method::OPTIONS && request.headers().contains_key(header::ORIGIN) {
+        // A CORS preflight from an allowed Origin: browsers send it without
+        // credentials, and it carries no MCP message. The upstream's to answer.
+        let (parts, _) = request.into_parts();
+        let anonymous = identity::Principal::anonymous();
+        let outbound = forward::upstream_request(
+            &policy.upstream,
+            parts,
+            peer,
+            Bytes::new(),
+            &policy.identity,
+            &anonymous,
+        )?;
+        let response = gateway.upstream.send(&policy.upstream, outbound).await?;
+        return Ok(response.map(|body| body.boxed_unsync()));
+    }
     let signed = identity::signature::Request {
         method: request.method(),
         uri: request.uri(),
@@ -173,9 +189,6 @@ async fn pipeline(
             guard::protocol_version(&parts.headers, None, transport)?;
             Bytes::new()
         }
-        // A CORS preflight from an allowed Origin (checked above) is the
-        // upstream's to answer; it carries no MCP message.
-        Method::OPTIONS if parts.headers.contains_key(header::ORIGIN) => Bytes::new(),
         ref other => return Err(Refusal::method_not_allowed(other)),
     };
 

@@ -3,7 +3,8 @@
 //! serde_json keep the last of duplicate keys; some readers keep the first;
 //! Go's `encoding/json` matches keys to fields case-insensitively under
 //! Unicode simple folding (`ſ` is `s`, KELVIN SIGN is `k`) and keeps the
-//! last match.
+//! last match; the Python SDK's newer pydantic models take a member by its
+//! camelCase alias or its snake_case name, the alias winning.
 
 #![allow(dead_code)]
 
@@ -15,10 +16,24 @@ pub enum Reader {
     LastWins,
     FirstWins,
     GoFold,
+    SnakeOrCamel,
 }
 
 impl Reader {
-    pub const ALL: [Reader; 3] = [Reader::LastWins, Reader::FirstWins, Reader::GoFold];
+    pub const ALL: [Reader; 4] = [Reader::LastWins, Reader::FirstWins, Reader::GoFold, Reader::SnakeOrCamel];
+}
+
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// JSON with object members in order, duplicates kept.
@@ -89,6 +104,11 @@ fn go_fold(key: &str) -> String {
 
 /// The member a reader takes for `name`.
 pub fn member<'j>(reader: Reader, object: &'j [(String, Json)], name: &str) -> Option<&'j Json> {
+    if reader == Reader::SnakeOrCamel {
+        let by_alias = object.iter().rfind(|(key, _)| key == name);
+        let snake = snake_case(name);
+        return by_alias.or_else(|| object.iter().rfind(|(key, _)| *key == snake)).map(|(_, v)| v);
+    }
     let mut matching = object.iter().filter(|(key, _)| match reader {
         Reader::GoFold => go_fold(key) == go_fold(name),
         _ => key == name,
@@ -147,4 +167,62 @@ pub fn list_names(reader: Reader, text: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// How SSE clients cut a stream into lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseReader {
+    /// WHATWG (eventsource-parser, the TypeScript SDK): CR, LF, CRLF; one
+    /// leading BOM dropped.
+    Whatwg,
+    /// Go's bufio readers (mcp-go, go-sdk): LF only, trailing CRs trimmed.
+    GoBufio,
+    /// Python's `str.splitlines` (httpx-sse before 0.4.2): CR, LF, CRLF,
+    /// VT, FF, FS, GS, RS, NEL, U+2028, U+2029; no BOM handling.
+    PythonSplitlines,
+}
+
+impl SseReader {
+    pub const ALL: [SseReader; 3] = [SseReader::Whatwg, SseReader::GoBufio, SseReader::PythonSplitlines];
+}
+
+/// The `data` of every event a reader dispatches from `stream`.
+pub fn sse_datas(reader: SseReader, stream: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(stream);
+    let lines: Vec<String> = match reader {
+        SseReader::Whatwg => {
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            text.replace("\r\n", "\n").replace('\r', "\n").split('\n').map(str::to_owned).collect()
+        }
+        SseReader::GoBufio => text.split('\n').map(|l| l.trim_end_matches(['\r', '\n']).to_owned()).collect(),
+        SseReader::PythonSplitlines => {
+            let text = text.replace("\r\n", "\n");
+            text.split([
+                '\n', '\r', '\u{b}', '\u{c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}', '\u{2029}',
+            ])
+            .map(str::to_owned)
+            .collect()
+        }
+    };
+    // The last piece has no line ending: an unfinished line, never read.
+    let complete = lines.len().saturating_sub(1);
+    let mut datas = Vec::new();
+    let mut data: Option<String> = None;
+    for line in &lines[..complete] {
+        if line.is_empty() {
+            datas.extend(data.take());
+            continue;
+        }
+        if let Some(value) = line.strip_prefix("data:") {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            }
+        }
+    }
+    datas
 }

@@ -44,6 +44,18 @@ for i in range(12):
     mcp.add_tool(report, name=f"report_{i}", description=f"Report number {i}")
 
 
+@mcp.resource("file:///etc/passwd")
+def passwd() -> str:
+    """Not for everyone"""
+    return "root:x:0:0"
+
+
+@mcp.resource("file:///public/readme.md")
+def readme() -> str:
+    """For everyone"""
+    return "# readme"
+
+
 @mcp.prompt()
 def greet() -> str:
     """Say hello"""

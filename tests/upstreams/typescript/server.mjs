@@ -38,6 +38,12 @@ function mcpServer() {
       async () => ({ content: [{ type: 'text', text: `report ${i}` }] }),
     );
   }
+  server.registerResource('passwd', 'file:///etc/passwd', { description: 'Not for everyone' }, async (uri) => ({
+    contents: [{ uri: uri.href, text: 'root:x:0:0' }],
+  }));
+  server.registerResource('readme', 'file:///public/readme.md', { description: 'For everyone' }, async (uri) => ({
+    contents: [{ uri: uri.href, text: '# readme' }],
+  }));
   server.registerPrompt('greet', { description: 'Say hello' }, () => ({
     messages: [{ role: 'user', content: { type: 'text', text: 'Hello!' } }],
   }));

@@ -61,7 +61,7 @@ pub enum Kind {
 pub struct Message<'a> {
     pub kind: Kind,
     /// The id exactly as sent, to echo back in a refusal.
-    pub id: Option<&'a RawValue>,
+    pub id: Option<Cow<'a, RawValue>>,
     pub method: Option<Cow<'a, str>>,
     pub params: Params<'a>,
 }
@@ -69,6 +69,33 @@ pub struct Message<'a> {
 impl Message<'_> {
     pub fn method(&self) -> Option<&str> {
         self.method.as_deref()
+    }
+
+    pub fn id(&self) -> Option<&RawValue> {
+        self.id.as_deref()
+    }
+
+    /// The same message owning its text, to outlive the body it was read
+    /// from (a large body is parsed off the runtime's workers).
+    pub fn into_owned(self) -> Message<'static> {
+        Message {
+            kind: self.kind,
+            id: self.id.map(|id| Cow::Owned(id.into_owned())),
+            method: self.method.map(|m| Cow::Owned(m.into_owned())),
+            params: self.params.into_owned(),
+        }
+    }
+}
+
+impl Payload<'_> {
+    /// The same payload owning its text (see [`Message::into_owned`]).
+    pub fn into_owned(self) -> Payload<'static> {
+        match self {
+            Payload::Single(message) => Payload::Single(message.into_owned()),
+            Payload::Batch(messages) => {
+                Payload::Batch(messages.into_iter().map(Message::into_owned).collect())
+            }
+        }
     }
 }
 
@@ -82,6 +109,24 @@ pub struct Params<'a> {
     pub protocol_version: Option<Field<'a>>,
     /// `completion/complete` names what it completes in `params.ref`.
     pub reference: Option<Reference<'a>>,
+}
+
+impl Params<'_> {
+    fn into_owned(self) -> Params<'static> {
+        let own = |field: Option<Field<'_>>| field.map(Field::into_owned);
+        Params {
+            name: own(self.name),
+            uri: own(self.uri),
+            cursor: own(self.cursor),
+            task_id: own(self.task_id),
+            protocol_version: own(self.protocol_version),
+            reference: self.reference.map(|r| Reference {
+                kind: own(r.kind),
+                name: own(r.name),
+                uri: own(r.uri),
+            }),
+        }
+    }
 }
 
 /// `params.ref` of `completion/complete`: `{"type":"ref/prompt","name":…}`
@@ -102,6 +147,13 @@ pub enum Field<'a> {
 }
 
 impl Field<'_> {
+    fn into_owned(self) -> Field<'static> {
+        match self {
+            Field::Str(s) => Field::Str(Cow::Owned(s.into_owned())),
+            Field::NotString => Field::NotString,
+        }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Field::Str(s) => Some(s),
@@ -226,6 +278,18 @@ fn folded<E: de::Error>(key: &str, name: &str, path: &str) -> E {
     ))
 }
 
+/// Counts an object's members, refusing one past [`keys::MAX_MEMBERS`].
+fn count_member<E: de::Error>(count: &mut usize) -> Result<(), E> {
+    *count += 1;
+    if *count > keys::MAX_MEMBERS {
+        return Err(E::custom(format_args!(
+            "an object of the message has more than {} members",
+            keys::MAX_MEMBERS
+        )));
+    }
+    Ok(())
+}
+
 fn set_once<T, E: de::Error>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), E> {
     if slot.is_some() {
         return Err(E::custom(format_args!("duplicate key `{key}` in the JSON-RPC message")));
@@ -251,7 +315,9 @@ impl<'de> Deserialize<'de> for Params<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut params = Params::default();
+                let mut count = 0;
                 while let Some(CowStr(key)) = map.next_key()? {
+                    count_member(&mut count)?;
                     let slot = match keys::classify(&key, &PARAMS) {
                         Member::Exact(0) => &mut params.name,
                         Member::Exact(1) => &mut params.uri,
@@ -293,7 +359,9 @@ impl<'de> Deserialize<'de> for Reference<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut reference = Reference::default();
+                let mut count = 0;
                 while let Some(CowStr(key)) = map.next_key()? {
+                    count_member(&mut count)?;
                     let slot = match keys::classify(&key, &REFERENCE) {
                         Member::Exact(0) => &mut reference.kind,
                         Member::Exact(1) => &mut reference.name,
@@ -337,8 +405,10 @@ impl<'de> Visitor<'de> for MessageVisitor {
         let mut result: Option<()> = None;
         let mut error: Option<()> = None;
         let mut other_keys: HashSet<Cow<'de, str>> = HashSet::new();
+        let mut count = 0;
 
         while let Some(CowStr(key)) = map.next_key()? {
+            count_member(&mut count)?;
             match keys::classify(&key, &ENVELOPE) {
                 Member::Exact(0) => set_once(&mut jsonrpc, "jsonrpc", map.next_value()?)?,
                 Member::Exact(1) => set_once(&mut id, "id", map.next_value()?)?,
@@ -371,7 +441,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
         if let Some(raw) = id {
             check_id(raw, method.is_some())?;
         }
-        let kind = match (&method, id, result.is_some(), error.is_some()) {
+        let id = id.map(Cow::Borrowed);
+        let kind = match (&method, &id, result.is_some(), error.is_some()) {
             (Some(_), _, false, false) if id.is_some() => Kind::Request,
             (Some(_), _, false, false) => Kind::Notification,
             (None, Some(_), true, false) | (None, Some(_), false, true) => Kind::Response,
@@ -423,7 +494,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"name":"x","q":[1,{"a":null}]}}}"#,
         );
         assert_eq!(m.kind, Kind::Request);
-        assert_eq!(m.id.map(RawValue::get), Some("7"));
+        assert_eq!(m.id().map(RawValue::get), Some("7"));
         assert_eq!(m.method(), Some("tools/call"));
         assert_eq!(m.params.name.as_ref().and_then(Field::as_str), Some("search"));
         assert!(m.params.uri.is_none());
@@ -504,6 +575,23 @@ mod tests {
         assert_eq!(reference.and_then(|r| r.name.as_ref()).and_then(Field::as_str), Some("p"));
         assert_eq!(m.params.name, None, "argument.name is not params.name");
         assert!(invalid(br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"}}}"#).contains("params.ref.name"));
+    }
+
+    #[test]
+    fn objects_policy_reads_have_a_bounded_size() {
+        let many = |n: usize| (0..n).map(|i| format!(",\"k{i}\":0")).collect::<String>();
+        single(&format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x"{}}}"#, many(1000)));
+        assert!(
+            invalid(format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x"{}}}"#, many(1100)).as_bytes())
+                .contains("more than 1024")
+        );
+        let params = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"a":0{}}}}}"#, many(1100));
+        assert!(invalid(params.as_bytes()).contains("more than 1024"));
+        // Arguments are not read: any size.
+        single(&format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{"a":0{}}}}}}}"#,
+            many(5000)
+        ));
     }
 
     #[test]

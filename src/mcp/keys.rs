@@ -19,6 +19,11 @@
 //! (→ s), U+212A KELVIN SIGN (→ k), U+0131 dotless `ı` (upper-cases to I)
 //! and U+0130 dotted `İ` (lower-cases to i).
 
+/// The most members an object toolgate reads a decision from may hold. MCP
+/// objects hold a handful; a cap keeps the cost of reading one small,
+/// whatever an attacker sends.
+pub const MAX_MEMBERS: usize = 1024;
+
 /// How one object key relates to the names a reader looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Member {

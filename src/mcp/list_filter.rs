@@ -112,6 +112,12 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
                 let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
                 while let Some(key) = map.next_key::<CowStr<'de>>()? {
+                    if members.len() == keys::MAX_MEMBERS {
+                        return Err(de::Error::custom(format_args!(
+                            "an object has more than {} members",
+                            keys::MAX_MEMBERS
+                        )));
+                    }
                     if !seen.insert(key.0.clone()) {
                         return Err(de::Error::custom(format_args!("duplicate key `{}`", key.0)));
                     }

@@ -77,7 +77,7 @@ pub fn authorize(
     Some(match payload {
         // A refused notification has no one to answer: swallow it.
         Payload::Single(message) if message.kind == Kind::Notification => accepted(),
-        Payload::Single(message) => json_response(&answer(message.id, first_error)),
+        Payload::Single(message) => json_response(&answer(message.id(), first_error)),
         Payload::Batch(messages) => {
             let not_run = json!({
                 "code": -32600,
@@ -89,7 +89,7 @@ pub fn authorize(
                 .filter(|(_, m)| m.kind == Kind::Request)
                 .map(|(i, m)| {
                     let error = refusals.iter().find(|(r, _)| *r == i).map(|(_, e)| e).unwrap_or(&not_run);
-                    answer(m.id, error)
+                    answer(m.id(), error)
                 })
                 .collect();
             if answers.is_empty() { accepted() } else { json_response(&Value::Array(answers)) }

@@ -5,6 +5,7 @@
 //! request, send it under a timeout, stream the answer back. Policy decisions
 //! happen before this point, in the pipeline.
 
+use super::exchange::{End, Ending};
 use super::refusal::{Refusal, code};
 use crate::identity::{self, Identity, Principal};
 use crate::policy::Upstream;
@@ -51,6 +52,7 @@ impl UpstreamClient {
         &self,
         upstream: &Upstream,
         request: Request<Full<Bytes>>,
+        ending: &Ending,
     ) -> Result<Response<UpstreamBody>, Refusal> {
         let response = match tokio::time::timeout(upstream.timeout, self.client.request(request)).await {
             Err(_) => {
@@ -78,7 +80,7 @@ impl UpstreamClient {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, UpstreamBody::new(body)))
+        Ok(Response::from_parts(parts, UpstreamBody { inner: body, done: false, ending: ending.clone() }))
     }
 }
 
@@ -219,6 +221,7 @@ pub fn upstream_request(
 pub struct UpstreamBody {
     inner: Incoming,
     done: bool,
+    ending: Ending,
 }
 
 /// Why an upstream answer could not be read whole.
@@ -231,10 +234,6 @@ pub enum ReadError {
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming) -> Self {
-        Self { inner, done: false }
-    }
-
     /// Reads the whole body, up to `limit` bytes. A body cut short (the
     /// connection closed before its `Content-Length` or last chunk) is an
     /// error here, never a shorter body.
@@ -263,6 +262,7 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(error))) => {
                 tracing::warn!(error = %error_chain(&error), "upstream response ended abruptly; closing the client's stream");
+                self.ending.note(End::UpstreamGone);
                 self.done = true;
                 Poll::Ready(None)
             }

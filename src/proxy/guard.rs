@@ -172,7 +172,7 @@ pub fn protocol_version<'a>(
             "protocol_version",
             format!("MCP-Protocol-Version header ({version}) does not match initialize params.protocolVersion ({body_version})"),
         )
-        .with_id(init.id));
+        .with_id(init.id()));
     }
     Ok(version)
 }
@@ -189,7 +189,7 @@ pub fn payload_shape(headers: &HeaderMap, payload: &Payload<'_>, version: &str) 
         Payload::Single(message) if version::requires_standard_headers(version) => {
             headers::check_standard_headers(headers, message).map_err(|m| {
                 Refusal::new(StatusCode::BAD_REQUEST, code::HEADER_MISMATCH, "header_mismatch", m)
-                    .with_id(message.id)
+                    .with_id(message.id())
             })
         }
         _ => Ok(()),

@@ -19,8 +19,9 @@
 //! replaced by a JSON-RPC error for the requests the answer was for, and
 //! an SSE stream ends there.
 
-use super::ProxyBody;
+use super::exchange::{End, Ending};
 use super::forward::{ReadError, UpstreamBody};
+use super::{PARSE_INLINE, ProxyBody};
 use crate::mcp::headers::{self, SingleHeader};
 use crate::mcp::list_filter::{self, Outcome, Removed};
 use crate::mcp::sse::{self, Splitter};
@@ -34,6 +35,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -47,6 +49,8 @@ pub struct Judge {
     pub metrics: Arc<Metrics>,
     /// Ids of the requests this answer is for, to address a refusal.
     pub request_ids: Vec<Box<RawValue>>,
+    /// Told when a stream is withheld part-way, for the access log.
+    pub ending: Ending,
 }
 
 enum Verdict {
@@ -175,6 +179,7 @@ fn media(headers: &HeaderMap) -> Result<Media, String> {
 
 /// Applies the judge to a 2xx upstream answer.
 pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response<ProxyBody> {
+    let judge = Arc::new(judge);
     if !response.status().is_success() || response.body().is_end_stream() {
         return response.map(|body| body.boxed_unsync());
     }
@@ -186,7 +191,7 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
             // no longer describes the body (a client would read an empty
             // reply, or an h2 PROTOCOL_ERROR).
             parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(parts, FilteredEvents::new(Arc::new(judge), body).boxed_unsync())
+            Response::from_parts(parts, FilteredEvents::new(judge, body).boxed_unsync())
         }
         Ok(Media::Json) => {
             let bytes = match body.read_whole(limit).await {
@@ -199,7 +204,16 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
                     return judge.withheld(&format!("the upstream's answer ended early: {error}"));
                 }
             };
-            let bytes = match judge.judge(&bytes) {
+            let verdict = if bytes.len() <= PARSE_INLINE {
+                judge.judge(&bytes)
+            } else {
+                // Off the runtime's workers, as large request bodies are.
+                let (judge, bytes) = (judge.clone(), bytes.clone());
+                tokio::task::spawn_blocking(move || judge.judge(&bytes))
+                    .await
+                    .unwrap_or_else(|_| Err("the answer could not be judged".into()))
+            };
+            let bytes = match verdict {
                 Ok(None) => bytes,
                 Ok(Some(rewritten)) => Bytes::from(rewritten),
                 Err(reason) => return judge.withheld(&reason),
@@ -220,36 +234,60 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
     }
 }
 
-/// An SSE answer forwarded event by event, list results filtered.
+/// An SSE answer forwarded event by event, list results filtered. An event
+/// large enough to take a while to judge is judged on the blocking pool,
+/// the events after it waiting their turn.
 struct FilteredEvents {
     judge: Arc<Judge>,
     inner: UpstreamBody,
     splitter: Splitter,
     ready: VecDeque<Bytes>,
+    judging: Option<tokio::task::JoinHandle<Verdict>>,
     ended: bool,
 }
 
 impl FilteredEvents {
     fn new(judge: Arc<Judge>, inner: UpstreamBody) -> Self {
         let limit = judge.limit();
-        Self { judge, inner, splitter: Splitter::new(limit), ready: VecDeque::new(), ended: false }
+        let splitter = Splitter::new(limit);
+        Self { judge, inner, splitter, ready: VecDeque::new(), judging: None, ended: false }
     }
 
     fn refuse(&mut self, reason: &str) {
+        self.judge.ending.note(End::Withheld);
         for error in self.judge.refusals(reason) {
             self.ready.push_back(sse::message_event(error.to_string().as_bytes()));
         }
         self.ended = true;
     }
 
+    fn apply(&mut self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Forward(bytes) if bytes.is_empty() => true,
+            Verdict::Forward(bytes) => {
+                self.ready.push_back(bytes);
+                true
+            }
+            Verdict::Refuse(reason) => {
+                self.refuse(&reason);
+                false
+            }
+        }
+    }
+
     fn take_events(&mut self) {
-        loop {
+        while self.judging.is_none() && !self.ended {
             match self.splitter.next_event() {
-                Ok(Some(event)) => match self.judge.event(event) {
-                    Verdict::Forward(bytes) if bytes.is_empty() => {}
-                    Verdict::Forward(bytes) => self.ready.push_back(bytes),
-                    Verdict::Refuse(reason) => return self.refuse(&reason),
-                },
+                Ok(Some(event)) if event.data.len() > PARSE_INLINE => {
+                    let judge = self.judge.clone();
+                    self.judging = Some(tokio::task::spawn_blocking(move || judge.event(event)));
+                }
+                Ok(Some(event)) => {
+                    let verdict = self.judge.event(event);
+                    if !self.apply(verdict) {
+                        return;
+                    }
+                }
                 Ok(None) => return,
                 Err(too_large) => return self.refuse(&too_large.to_string()),
             }
@@ -268,6 +306,18 @@ impl Body for FilteredEvents {
         loop {
             if let Some(bytes) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if let Some(judging) = self.judging.as_mut() {
+                let verdict = match Pin::new(judging).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(verdict)) => verdict,
+                    Poll::Ready(Err(_)) => Verdict::Refuse("the event could not be judged".into()),
+                };
+                self.judging = None;
+                if self.apply(verdict) {
+                    self.take_events();
+                }
+                continue;
             }
             if self.ended {
                 return Poll::Ready(None);

@@ -1,11 +1,9 @@
-//! What toolgate tells operators: structured logs through `tracing`, and
-//! Prometheus metrics in one registry served by the admin listener.
+//! The Prometheus metrics, in one registry served by the admin listener.
 //!
 //! Label values are bounded: JSON-RPC methods outside the MCP vocabulary
 //! count as `other`, so a client cannot grow the metric series at will.
 
-use crate::mcp::list_filter::Removed;
-use crate::policy::{Decision, ListKind, PolicyMeta, Principal};
+use crate::policy::{ListKind, PolicyMeta};
 use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -258,120 +256,6 @@ pub fn rpc_method_label(method: &str) -> &'static str {
     KNOWN.iter().find(|k| **k == method).copied().unwrap_or("other")
 }
 
-/// Audit: one event per refused call, on the `toolgate::audit` target.
-pub fn audit_call_refused(
-    server: &str,
-    principal: &Principal,
-    kind: ListKind,
-    name: &str,
-    decision: &Decision,
-) {
-    tracing::info!(
-        target: "toolgate::audit",
-        event = "call_refused",
-        virtual_server = server,
-        credential = principal.kind.as_str(),
-        issuer = %Untrusted(principal.issuer.as_deref().unwrap_or("")),
-        principal = %Untrusted(&principal.subject),
-        kind = kind.as_str(),
-        name = %Untrusted(name),
-        rule = %decision,
-        "call refused"
-    );
-}
-
-/// Audit: one event per list result that lost items.
-pub fn audit_list_filtered(server: &str, principal: &Principal, removed: &[Removed]) {
-    for kind in ListKind::ALL {
-        let names: Vec<&str> = removed.iter().filter(|r| r.kind == kind).map(|r| r.name.as_str()).collect();
-        if names.is_empty() {
-            continue;
-        }
-        let shown = names.iter().take(50).copied().collect::<Vec<_>>().join(",");
-        tracing::info!(
-            target: "toolgate::audit",
-            event = "list_filtered",
-            virtual_server = server,
-            credential = principal.kind.as_str(),
-            issuer = %Untrusted(principal.issuer.as_deref().unwrap_or("")),
-            principal = %Untrusted(&principal.subject),
-            kind = kind.as_str(),
-            removed = names.len(),
-            names = %Untrusted(&shown),
-            "list filtered"
-        );
-    }
-}
-
-/// Text from outside the process (paths, names, subjects, parser errors
-/// quoting input) as a log field: control characters, line and paragraph
-/// separators and bidirectional overrides are escaped (`\n`, `\u{202e}`),
-/// so no value can end a log line, forge another, or disguise itself on a
-/// terminal; a value holding white space, `=` or `"` is quoted (with `"`
-/// and `\` escaped), so it cannot pass for more `key=value` fields; and it
-/// is cut at 256 characters.
-pub struct Untrusted<'a>(pub &'a str);
-
-impl std::fmt::Display for Untrusted<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write;
-        let quoted =
-            self.0.is_empty() || self.0.contains(|c: char| c.is_whitespace() || c == '=' || c == '"');
-        if quoted {
-            f.write_char('"')?;
-        }
-        for (count, c) in self.0.chars().enumerate() {
-            if count == 256 {
-                f.write_str("…")?;
-                break;
-            }
-            let disguising = matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || disguising || c == '\\' || (quoted && c == '"') {
-                for escaped in c.escape_default() {
-                    f.write_char(escaped)?;
-                }
-            } else {
-                f.write_char(c)?;
-            }
-        }
-        if quoted {
-            f.write_char('"')?;
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for Untrusted<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Plain,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
-
-/// Installs the global subscriber. The filter comes from `RUST_LOG`
-/// (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    if let Err(error) = result {
-        eprintln!("toolgate: logging was already set up: {error}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,20 +278,5 @@ mod tests {
         assert!(text.contains(r#"toolgate_refusals_total{reason="origin"} 1"#), "{text}");
         assert!(text.contains("toolgate_upstream_duration_seconds_count{outcome=\"ok\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
-    }
-
-    #[test]
-    fn untrusted_text_cannot_forge_lines() {
-        let forged =
-            "x\n2026-01-01T00:00:00Z  INFO toolgate::audit: call allowed\r\u{1b}[31m\u{202e}\u{2028}\\n";
-        let shown = Untrusted(forged).to_string();
-        assert!(!shown.chars().any(|c| c.is_control() || c == '\u{202e}' || c == '\u{2028}'), "{shown}");
-        assert!(shown.starts_with("\"x\\n2026"), "{shown}");
-        assert!(shown.ends_with("\\u{2028}\\\\n\""), "a literal backslash is escaped too: {shown}");
-        assert_eq!(Untrusted(&"a".repeat(300)).to_string().chars().count(), 257);
-        assert_eq!(Untrusted("tools/call.ünï").to_string(), "tools/call.ünï", "plain values stay plain");
-        assert_eq!(Untrusted("x principal=root").to_string(), "\"x principal=root\"");
-        assert_eq!(Untrusted("a\"b").to_string(), "\"a\\\"b\"");
-        assert_eq!(Untrusted("").to_string(), "\"\"");
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: listeners, HTTP/1.1 + h2c, graceful drain; [`serve`] is the
-//!   entry point the binary, the demo and the tests share.
+//! - [`server`]: listeners, the connection cap, graceful drain; [`serve`]
+//!   is the entry point the binary, the demo and the tests share.
+//! - [`connection`]: one client connection: protocol detection, HTTP/1.1 or
+//!   h2c, idle and handshake timeouts.
+//! - [`limits`]: the open-file limit, exhaustion logged once per interval.
 //! - [`proxy`]: the request pipeline, one step per rule, then forwarding.
 //! - [`mcp`]: the wire format: JSON-RPC envelope, protocol versions, headers.
 //! - [`config`]: the YAML policy file, validated with file/line/column.
@@ -22,8 +25,10 @@
 
 pub mod admin;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod identity;
+pub mod limits;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;

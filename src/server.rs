@@ -2,21 +2,21 @@
 //! serve HTTP/1.1 and h2c on each, and drain gracefully on shutdown.
 
 use crate::admin::{self, Readiness};
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, ListenSettings};
+use crate::connection::{self, Timeouts};
+use crate::limits::{self, Throttled};
 use crate::policy::PolicyStore;
 use crate::proxy::{self, Gateway, UpstreamClient};
 use crate::reload::Reloader;
 use crate::telemetry::Metrics;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use http_body_util::BodyExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 /// How to start toolgate: the policy file, and optional overrides of its
 /// listen addresses (for command-line flags, tests and the demo).
@@ -54,11 +54,17 @@ pub struct Server {
     gateway: Arc<Gateway>,
     readiness: Arc<Readiness>,
     reloader: Reloader,
-    drain: Duration,
+    listen: ListenSettings,
 }
 
-/// Slow clients may not hold a connection open without sending headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections the admin listener serves at once (probes and scrapes).
+const ADMIN_CONNECTIONS: usize = 64;
+
+static CONNECTION_LIMIT: Throttled = Throttled::new(
+    "connection limit reached: new clients wait for a free connection",
+    Duration::from_secs(10),
+);
+static ACCEPT_FAILED: Throttled = Throttled::new("accepting connections fails", Duration::from_secs(10));
 
 impl Server {
     /// Loads the policy and binds both listeners.
@@ -78,7 +84,7 @@ impl Server {
         });
         gateway.metrics.policy_running(&gateway.policy.load().meta);
         let reloader = Reloader::new(config.policy_file.clone(), listen.clone(), gateway.clone());
-        Ok(Self { proxy, admin, gateway, readiness: Arc::default(), reloader, drain: listen.drain })
+        Ok(Self { proxy, admin, gateway, readiness: Arc::default(), reloader, listen })
     }
 
     pub fn proxy_addr(&self) -> Option<SocketAddr> {
@@ -92,28 +98,46 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting, reports not
     /// ready, and lets in-flight requests finish for up to the drain period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let Self { proxy, admin, gateway, readiness, reloader, drain } = self;
-        if let (Ok(p), Ok(a)) = (proxy.local_addr(), admin.local_addr()) {
-            tracing::info!(proxy = %p, admin = %a, "toolgate listening");
+        let Self { proxy, admin, gateway, readiness, reloader, listen } = self;
+        let room = limits::raise_open_file_limit().unwrap_or(usize::MAX);
+        let max_connections = listen.max_connections.min(room);
+        if max_connections < listen.max_connections {
+            tracing::warn!(
+                configured = listen.max_connections,
+                serving = max_connections,
+                "listen.max_connections is more than the open-file limit allows; serving fewer"
+            );
         }
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-        let graceful = GracefulShutdown::new();
-        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        if let (Ok(p), Ok(a)) = (proxy.local_addr(), admin.local_addr()) {
+            tracing::info!(proxy = %p, admin = %a, max_connections, "toolgate listening");
+        }
+        let timeouts = Timeouts { handshake: listen.handshake_timeout, idle: listen.idle_timeout };
+        let (drain, draining) = watch::channel(false);
+        let (admin_stop, admin_stopped) = watch::channel(false);
         let reload_task = tokio::spawn(reloader.run(admin_stopped.clone()));
-        let admin_task = tokio::spawn(serve_admin(
-            admin,
-            builder.clone(),
-            gateway.clone(),
-            readiness.clone(),
-            admin_stopped,
-        ));
+        let admin_task =
+            tokio::spawn(serve_admin(admin, gateway.clone(), readiness.clone(), timeouts, admin_stopped));
 
         // Connection tasks, so that the drain period can end them.
         let mut connections = tokio::task::JoinSet::new();
+        let limit = Arc::new(Semaphore::new(max_connections));
         tokio::pin!(shutdown);
         loop {
             while connections.try_join_next().is_some() {}
+            let permit = match limit.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    CONNECTION_LIMIT.note(&max_connections);
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        permit = limit.clone().acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break,
+                        },
+                    }
+                }
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -122,20 +146,18 @@ impl Server {
                         Ok(accepted) => accepted,
                         Err(error) => {
                             // Out of file descriptors and the like: back off, keep serving.
-                            tracing::warn!(%error, "accept failed");
+                            ACCEPT_FAILED.note(&error);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
                     };
                     let _ = stream.set_nodelay(true);
                     let gateway = gateway.clone();
-                    let service = service_fn(move |request| proxy::handle(gateway.clone(), request, peer));
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
+                    let handler = move |request| proxy::handle(gateway.clone(), request, peer);
+                    let draining = draining.clone();
                     connections.spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%peer, error = %error, "connection ended with an error");
-                        }
+                        connection::serve(stream, handler, timeouts, draining).await;
+                        drop(permit);
                     });
                 }
             }
@@ -144,10 +166,14 @@ impl Server {
         drop(proxy);
         readiness.start_draining();
         tracing::info!(
-            drain_ms = drain.as_millis() as u64,
+            drain_ms = listen.drain.as_millis() as u64,
             "shutting down: no new connections, draining in-flight requests"
         );
-        match tokio::time::timeout(drain, graceful.shutdown()).await {
+        let _ = drain.send(true);
+        let drained =
+            tokio::time::timeout(listen.drain, async { while connections.join_next().await.is_some() {} })
+                .await;
+        match drained {
             Ok(()) => tracing::info!("drained"),
             Err(_) => {
                 tracing::warn!(
@@ -169,31 +195,45 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// The admin listener: served until `stop`, at most [`ADMIN_CONNECTIONS`]
+/// at once, with the proxy's connection timeouts.
 async fn serve_admin(
     listener: TcpListener,
-    builder: auto::Builder<TokioExecutor>,
     gateway: Arc<Gateway>,
     readiness: Arc<Readiness>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
 ) {
+    let limit = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let gateway = gateway.clone();
-                let readiness = readiness.clone();
-                let service = service_fn(move |request| admin::handle(gateway.clone(), readiness.clone(), request));
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                tokio::spawn(async move {
-                    let _ = connection.await;
+                // A full admin listener turns new connections away at once.
+                let Ok(permit) = limit.clone().try_acquire_owned() else { continue };
+                let (gateway, readiness) = (gateway.clone(), readiness.clone());
+                let handler = move |request| {
+                    let (gateway, readiness) = (gateway.clone(), readiness.clone());
+                    async move {
+                        let response = admin::handle(gateway, readiness, request).await?;
+                        Ok(response.map(|body| body.map_err(|never| match never {}).boxed_unsync()))
+                    }
+                };
+                let stopping = stop.clone();
+                connections.spawn(async move {
+                    connection::serve(stream, handler, timeouts, stopping).await;
+                    drop(permit);
                 });
             }
         }
     }
+    connections.abort_all();
 }
 
 /// Installs SIGTERM and SIGINT handlers now (so a signal during start-up is

@@ -508,18 +508,21 @@ struct JwksServer {
     addr: SocketAddr,
     document: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl JwksServer {
     async fn start(document: String) -> Self {
         let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(document)));
         let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (doc, count) = (shared.clone(), fetches.clone());
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(100));
+        let (doc, count, delay) = (shared.clone(), fetches.clone(), delay_ms.clone());
         let addr = serve_http(move |_request: http::Request<hyper::body::Incoming>| {
-            let (doc, count) = (doc.clone(), count.clone());
+            let (doc, count, delay) = (doc.clone(), count.clone(), delay.clone());
             async move {
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let delay = delay.load(std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
                 let current = doc.lock().map(|d| d.clone()).unwrap_or(None);
                 let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
                     current.clone().unwrap_or_default(),
@@ -531,7 +534,7 @@ impl JwksServer {
             }
         })
         .await;
-        Self { addr, document: shared, fetches }
+        Self { addr, document: shared, fetches, delay_ms }
     }
 
     fn serve(&self, document: Option<String>) {
@@ -623,6 +626,48 @@ async fn an_unreachable_jwks_url_refuses_tokens_but_not_the_proxy() -> TestResul
     let reply = post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "no keys, no entry (never anonymous)");
     assert_eq!(post(gate.addr, &[V0618], PING).await.status, StatusCode::OK, "others are served");
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slow_identity_provider_never_stalls_tokens_with_known_keys() -> TestResult {
+    let keys = Keys::new();
+    let jwks = JwksServer::start(keys.jwks("ed-1")).await;
+    let upstream = start_echo_upstream().await;
+    let top = format!(
+        "identity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: {ISSUER}\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 10m, min_refetch: 100ms }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
+        jwks.addr
+    );
+    let gate = start_gate(&policy(upstream, "", &top)).await;
+    let known = bearer(&keys.ed_token("ed-1", &claims(json!({}))));
+    assert_eq!(
+        post(gate.addr, &[V0618, ("authorization", known.as_str())], PING).await.status,
+        StatusCode::OK
+    );
+
+    // The identity provider turns slow; a token with an unknown kid makes
+    // toolgate fetch again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    jwks.delay_ms.store(3000, std::sync::atomic::Ordering::SeqCst);
+    let unknown = bearer(&keys.ed_token("ed-9", &claims(json!({}))));
+    let addr = gate.addr;
+    let slow =
+        tokio::spawn(async move { post(addr, &[V0618, ("authorization", unknown.as_str())], PING).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(jwks.fetched(), 2, "the refetch is under way");
+    // Meanwhile, tokens whose keys are known are served at once.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = post(gate.addr, &[V0618, ("authorization", known.as_str())], PING).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "waited {:?} on the fetch",
+            started.elapsed()
+        );
+    }
+    assert_eq!(slow.await?.status, StatusCode::UNAUTHORIZED);
     gate.shutdown().await;
     Ok(())
 }

@@ -174,3 +174,51 @@ fn percent_decode(text: &str) -> String {
 }
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+#[tokio::test]
+async fn one_principal_opening_many_sessions_evicts_only_its_own() -> TestResult {
+    const ALICE: &str = "tg_alice_key_0001";
+    const MALLORY: &str = "tg_mallory_key_0001";
+    let sha = |key: &str| {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let upstream = start_sdk_upstream(false).await;
+    let top = format!(
+        "identity:\n  api_keys:\n    - {{ id: alice, sha256: \"{}\" }}\n    - {{ id: mallory, sha256: \"{}\" }}\nsessions: {{ max: 100, max_per_principal: 5 }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
+        sha(ALICE),
+        sha(MALLORY)
+    );
+    let gate = start_gate(&policy(upstream, "", &top)).await;
+    let open = |key: &'static str| {
+        let addr = gate.addr;
+        async move {
+            let auth = format!("Bearer {key}");
+            let reply = post(addr, &[("authorization", auth.as_str())], INITIALIZE).await;
+            reply.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+        }
+    };
+    let alice = open(ALICE).await.ok_or("alice has no session")?;
+    let mut mallorys = Vec::new();
+    for _ in 0..200 {
+        mallorys.extend(open(MALLORY).await);
+    }
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let use_session = |key: &str, session: &str| {
+        let (addr, auth, session) = (gate.addr, format!("Bearer {key}"), session.to_owned());
+        async move {
+            post(addr, &[V0618, ("authorization", auth.as_str()), ("mcp-session-id", session.as_str())], list)
+                .await
+                .status
+        }
+    };
+    assert_ne!(use_session(ALICE, &alice).await, StatusCode::NOT_FOUND, "alice's session survives");
+    let newest = mallorys.last().ok_or("no sessions")?;
+    assert_ne!(use_session(MALLORY, newest).await, StatusCode::NOT_FOUND);
+    assert_eq!(use_session(MALLORY, &mallorys[0]).await, StatusCode::NOT_FOUND, "mallory's oldest went");
+    gate.shutdown().await;
+    Ok(())
+}

@@ -28,8 +28,36 @@ impl PolicyDoc {
                 ),
             ));
         }
-        let listen =
-            ListenSettings { proxy: self.listen.proxy, admin: self.listen.admin, drain: self.listen.drain.0 };
+        let l = &self.listen;
+        if l.max_connections == 0 || l.idle_timeout.0.is_zero() || l.handshake_timeout.0.is_zero() {
+            return Err(ConfigError::Invalid {
+                path: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message:
+                    "listen.max_connections, idle_timeout and handshake_timeout must be greater than zero"
+                        .into(),
+            });
+        }
+        if l.proxy == l.admin {
+            return Err(ConfigError::Invalid {
+                path: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "listen.proxy and listen.admin are both {}: give the admin endpoints (metrics, health) an address of their own",
+                    l.proxy
+                ),
+            });
+        }
+        let listen = ListenSettings {
+            proxy: l.proxy,
+            admin: l.admin,
+            drain: l.drain.0,
+            max_connections: l.max_connections,
+            idle_timeout: l.idle_timeout.0,
+            handshake_timeout: l.handshake_timeout.0,
+        };
         let upstream = self.upstream.compile(path)?;
         let transport = self.transport.compile(path)?;
         let mut referenced = Vec::new();
@@ -58,6 +86,7 @@ impl PolicyDoc {
         let sessions = crate::policy::SessionSettings {
             idle: self.sessions.idle_timeout.0,
             max: self.sessions.max.max(1),
+            max_per_principal: self.sessions.max_per_principal.max(1),
         };
         Ok(LoadedPolicy {
             listen,
@@ -135,6 +164,7 @@ impl TransportDoc {
             protocol_versions: versions,
             max_body,
             max_list_result,
+            body_timeout: self.body_timeout.0,
         })
     }
 }

@@ -48,6 +48,12 @@ pub struct ListenSettings {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub drain: Duration,
+    /// Client connections served at once on the proxy listener.
+    pub max_connections: usize,
+    /// How long a connection may have no request in flight.
+    pub idle_timeout: Duration,
+    /// How long a new connection may take to show its protocol.
+    pub handshake_timeout: Duration,
 }
 
 /// A validated policy file: what the running process needs at start-up and

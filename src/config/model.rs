@@ -33,12 +33,22 @@ pub(super) struct SessionsDoc {
     pub(super) idle_timeout: HumanDuration,
     #[serde(default = "default_session_max")]
     pub(super) max: usize,
+    #[serde(default = "default_session_max_per_principal")]
+    pub(super) max_per_principal: usize,
 }
 
 impl Default for SessionsDoc {
     fn default() -> Self {
-        Self { idle_timeout: default_session_idle(), max: default_session_max() }
+        Self {
+            idle_timeout: default_session_idle(),
+            max: default_session_max(),
+            max_per_principal: default_session_max_per_principal(),
+        }
     }
+}
+
+pub(super) fn default_session_max_per_principal() -> usize {
+    256
 }
 
 pub(super) fn default_session_idle() -> HumanDuration {
@@ -300,12 +310,35 @@ pub(super) struct ListenDoc {
     pub(super) admin: SocketAddr,
     #[serde(default = "default_drain")]
     pub(super) drain: HumanDuration,
+    #[serde(default = "default_max_connections")]
+    pub(super) max_connections: usize,
+    #[serde(default = "default_idle_timeout")]
+    pub(super) idle_timeout: HumanDuration,
+    #[serde(default = "default_handshake_timeout")]
+    pub(super) handshake_timeout: HumanDuration,
 }
 
 impl Default for ListenDoc {
     fn default() -> Self {
-        Self { proxy: default_proxy_addr(), admin: default_admin_addr(), drain: default_drain() }
+        Self {
+            proxy: default_proxy_addr(),
+            admin: default_admin_addr(),
+            drain: default_drain(),
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
+            handshake_timeout: default_handshake_timeout(),
+        }
     }
+}
+
+pub(super) fn default_max_connections() -> usize {
+    10_000
+}
+pub(super) fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+pub(super) fn default_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 pub(super) fn default_proxy_addr() -> SocketAddr {
@@ -345,6 +378,12 @@ pub(super) struct TransportDoc {
     pub(super) max_body: ByteSize,
     #[serde(default = "default_max_list_result")]
     pub(super) max_list_result: ByteSize,
+    #[serde(default = "default_body_timeout")]
+    pub(super) body_timeout: HumanDuration,
+}
+
+pub(super) fn default_body_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 impl Default for TransportDoc {
@@ -356,6 +395,7 @@ impl Default for TransportDoc {
             protocol_versions: default_protocol_versions(),
             max_body: default_max_body(),
             max_list_result: default_max_list_result(),
+            body_timeout: default_body_timeout(),
         }
     }
 }

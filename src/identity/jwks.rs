@@ -5,7 +5,9 @@
 //!
 //! Fetches are single-flight: concurrent requests that miss the cache wait
 //! for one fetch rather than each starting their own, so a burst of tokens
-//! with a new `kid` costs the identity provider one request.
+//! with a new `kid` costs the identity provider one request. A token whose
+//! `kid` is known never waits: not for a refresh, and not for a fetch that
+//! an unknown `kid` started while the identity provider is slow.
 
 use super::jwt;
 use arc_swap::ArcSwap;
@@ -36,15 +38,34 @@ const MAX_JWKS: usize = 1 << 20;
 
 pub type Keys = Arc<HashMap<String, DecodingKey>>;
 
-#[derive(Default)]
-struct FetchState {
-    last_attempt: Option<Instant>,
-    last_success: Option<Instant>,
-}
-
+/// When a key set was last fetched, readable without waiting on a fetch.
 struct KeySet {
     keys: ArcSwap<HashMap<String, DecodingKey>>,
-    fetch: tokio::sync::Mutex<FetchState>,
+    /// Held while a fetch runs: the single flight.
+    fetch: tokio::sync::Mutex<()>,
+    base: Instant,
+    /// Milliseconds since `base` plus one of the last attempt and the last
+    /// success; 0 for never.
+    last_attempt: AtomicU64,
+    last_success: AtomicU64,
+}
+
+impl KeySet {
+    fn stamp(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64 + 1
+    }
+
+    /// How long ago `stamp` was, or `None` for never.
+    fn since(&self, stamp: &AtomicU64) -> Option<Duration> {
+        match stamp.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(self.base.elapsed().saturating_sub(Duration::from_millis(at - 1))),
+        }
+    }
+
+    fn knows(&self, kid: Option<&str>) -> bool {
+        kid.is_none_or(|kid| self.keys.load().contains_key(kid))
+    }
 }
 
 /// The process-wide cache of remote key sets.
@@ -90,7 +111,10 @@ impl RemoteKeys {
             .or_insert_with(|| {
                 Arc::new(KeySet {
                     keys: ArcSwap::from_pointee(HashMap::new()),
-                    fetch: tokio::sync::Mutex::new(FetchState::default()),
+                    fetch: tokio::sync::Mutex::new(()),
+                    base: Instant::now(),
+                    last_attempt: AtomicU64::new(0),
+                    last_success: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -102,43 +126,46 @@ impl RemoteKeys {
     }
 
     /// Makes sure the cache can answer for `kid`: fetches when nothing was
-    /// ever fetched or `kid` is unknown (rate-limited), and refreshes stale
-    /// keys in the background.
+    /// ever fetched or `kid` is unknown (rate-limited, single-flight), and
+    /// refreshes stale keys in the background. A known `kid` returns at once.
     pub async fn prepare(self: &Arc<Self>, source: &RemoteJwks, kid: Option<&str>) {
         let set = self.set(&source.url);
-        let known = kid.is_none_or(|kid| set.keys.load().contains_key(kid));
-        let mut state = set.fetch.lock().await;
-        // Another request may have fetched while this one waited.
-        let known = known || kid.is_none_or(|kid| set.keys.load().contains_key(kid));
-        let now = Instant::now();
-        let never = state.last_success.is_none();
-        let may_refetch = state.last_attempt.is_none_or(|at| now.duration_since(at) >= source.min_refetch);
-        if (never || !known) && may_refetch {
-            self.fetch_into(&set, &mut state, source).await;
+        let fetched = set.since(&set.last_success);
+        let may_refetch =
+            |set: &KeySet| set.since(&set.last_attempt).is_none_or(|ago| ago >= source.min_refetch);
+        if fetched.is_some() && set.knows(kid) {
+            if fetched.is_some_and(|ago| ago >= source.refresh) && may_refetch(&set) {
+                let (this, source) = (self.clone(), source.clone());
+                tokio::spawn(async move {
+                    let set = this.set(&source.url);
+                    // Someone else is fetching already: nothing to add.
+                    let Ok(_flight) = set.fetch.try_lock() else { return };
+                    if set.since(&set.last_success).is_none_or(|ago| ago >= source.refresh) {
+                        this.fetch_into(&set, &source).await;
+                    }
+                });
+            }
             return;
         }
-        let stale = state.last_success.is_some_and(|at| now.duration_since(at) >= source.refresh);
-        if stale && may_refetch {
-            drop(state);
-            let (this, source) = (self.clone(), source.clone());
-            tokio::spawn(async move {
-                let set = this.set(&source.url);
-                let mut state = set.fetch.lock().await;
-                if state.last_success.is_some_and(|at| at.elapsed() >= source.refresh) {
-                    this.fetch_into(&set, &mut state, &source).await;
-                }
-            });
+        // Join the fetch in flight, if any; else this request may start one.
+        let _flight = match set.fetch.try_lock() {
+            Ok(flight) => flight,
+            Err(_) => set.fetch.lock().await,
+        };
+        if (set.since(&set.last_success).is_some() && set.knows(kid)) || !may_refetch(&set) {
+            return;
         }
+        self.fetch_into(&set, source).await;
     }
 
-    async fn fetch_into(&self, set: &KeySet, state: &mut FetchState, source: &RemoteJwks) {
+    async fn fetch_into(&self, set: &KeySet, source: &RemoteJwks) {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        state.last_attempt = Some(Instant::now());
+        set.last_attempt.store(set.stamp(), Ordering::Relaxed);
         match self.fetch(&source.url).await {
             Ok(keys) => {
                 tracing::info!(url = %source.url, keys = keys.len(), "JWKS fetched");
                 set.keys.store(Arc::new(keys));
-                state.last_success = Some(Instant::now());
+                set.last_success.store(set.stamp(), Ordering::Relaxed);
             }
             Err(error) => {
                 tracing::warn!(url = %source.url, %error, "JWKS fetch failed; keeping the last good keys");

@@ -63,6 +63,9 @@ pub struct SessionSettings {
     pub idle: Duration,
     /// At most this many sessions are remembered; the longest idle goes first.
     pub max: usize,
+    /// At most this many per principal (per address for anonymous callers);
+    /// past that, the principal's own oldest goes.
+    pub max_per_principal: usize,
 }
 
 /// Where requests go once they pass.
@@ -89,6 +92,8 @@ pub struct Transport {
     pub max_body: usize,
     /// Largest list result (or SSE event) toolgate holds to filter.
     pub max_list_result: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Transport {

@@ -129,7 +129,7 @@ async fn pipeline(
         Method::POST => {
             guard::post_accept(&parts.headers)?;
             guard::content_type(&parts.headers)?;
-            let bytes = read_body(body, transport.max_body).await?;
+            let bytes = read_body(body, transport.max_body, transport.body_timeout).await?;
             if authenticated.check_digest {
                 identity::signature::check_content_digest(&parts.headers, &bytes).map_err(|why| {
                     auth::refusal(
@@ -198,7 +198,17 @@ async fn pipeline(
         if opens_session
             && let Some(id) = response.headers().get(&headers::MCP_SESSION_ID).and_then(|v| v.to_str().ok())
         {
-            gateway.sessions.bind(id, principal.owner_key(), settings.max, settings.idle);
+            // Anonymous callers share one principal: count them per address.
+            let quota = match principal.kind {
+                identity::CredentialKind::Anonymous => format!("anonymous@{}", peer.ip()),
+                _ => principal.owner_key(),
+            };
+            let limits = session::Limits {
+                max: settings.max,
+                max_per_principal: settings.max_per_principal,
+                idle: settings.idle,
+            };
+            gateway.sessions.bind(id, principal.owner_key(), quota, limits);
         }
         if method == Method::DELETE
             && let Some(id) = &session_id
@@ -243,9 +253,10 @@ fn route<'p>(policy: &'p Policy, path: &str) -> Result<&'p VirtualServer, Refusa
     policy.virtual_server(name).ok_or_else(|| Refusal::not_found(path))
 }
 
-/// Reads a POST body up to `limit` bytes. A declared `Content-Length` over
-/// the limit is refused before a byte is read.
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
+/// Reads a POST body up to `limit` bytes, within `timeout` (a body trickled
+/// byte by byte must not hold its connection for ever). A declared
+/// `Content-Length` over the limit is refused before a byte is read.
+async fn read_body(body: Incoming, limit: usize, timeout: std::time::Duration) -> Result<Bytes, Refusal> {
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -257,10 +268,16 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
     if body.size_hint().lower() > limit as u64 {
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(Refusal::bad_request("body_read", "The request body could not be read")),
+    match tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(Refusal::bad_request("body_read", "The request body could not be read")),
+        Err(_) => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            refusal::code::INVALID_REQUEST,
+            "body_timeout",
+            format!("The request body did not arrive within {} ms", timeout.as_millis()),
+        )),
     }
 }
 

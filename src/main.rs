@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use toolgate::identity::CredentialKind;
-use toolgate::policy::{ListKind, Principal};
+use toolgate::identity::{self, CredentialKind, describe};
+use toolgate::policy::ListKind;
 use toolgate::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -61,9 +61,13 @@ enum Command {
         /// and subjects of one issuer).
         #[arg(long)]
         issuer: Option<String>,
+        /// A scope the principal's token carries (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
         /// How the principal authenticated: anonymous, api_key, jwt,
         /// signature or trusted_header (default: anonymous for the subject
-        /// `anonymous`, else jwt).
+        /// `anonymous`, else jwt). An API key's or a signing key's groups
+        /// and scopes come from the policy.
         #[arg(long)]
         credential: Option<String>,
     },
@@ -117,7 +121,19 @@ struct ExplainTarget {
     resource_template: Option<String>,
 }
 
-fn explain(config: &std::path::Path, server: &str, target: ExplainTarget, principal: Principal) -> ExitCode {
+/// Who `explain` asks about, as the command line describes them.
+struct Caller {
+    credential: Option<CredentialKind>,
+    subject: String,
+    issuer: Option<String>,
+    groups: Vec<String>,
+    scopes: Vec<String>,
+}
+
+/// Runs the proxy's own decisions for one caller, one virtual server and
+/// one name: first whether the caller gets in at all (as authentication
+/// would answer), then whether the name is allowed.
+fn explain(config: &std::path::Path, server: &str, target: ExplainTarget, caller: Caller) -> ExitCode {
     let loaded = match toolgate::config::load_file(config) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -138,11 +154,47 @@ fn explain(config: &std::path::Path, server: &str, target: ExplainTarget, princi
         ExplainTarget { resource_template: Some(name), .. } => (ListKind::ResourceTemplate, name),
         _ => return ExitCode::from(2),
     };
+    let described = describe::Described {
+        kind: caller.credential,
+        subject: caller.subject,
+        issuer: caller.issuer,
+        groups: caller.groups,
+        scopes: caller.scopes,
+    };
+    let admitted = describe::principal(&loaded.policy.identity, &described)
+        .and_then(|principal| identity::admit(&virtual_server.access, &principal).map(|()| principal));
+    let who = match &described.issuer {
+        Some(issuer) => format!("`{}` of `{issuer}`", described.subject),
+        None => format!("`{}`", described.subject),
+    };
+    let principal = match admitted {
+        Ok(principal) => principal,
+        Err(error) => {
+            let (status, reason, message) = toolgate::proxy::auth::answer(&error);
+            let why = match error {
+                identity::AuthError::Missing => {
+                    format!(
+                        "{message}: virtual server `{server}` serves no anonymous callers (anonymous: false)"
+                    )
+                }
+                _ => message,
+            };
+            println!(
+                "{kind} `{name}` on virtual server `{server}` for {who}: refused before any name is judged, with HTTP {} ({reason}): {why}",
+                status.as_u16()
+            );
+            return ExitCode::from(1);
+        }
+    };
     let decision = virtual_server.view(&principal).decide(kind, &name);
     let groups = if principal.groups.is_empty() { "none".to_owned() } else { principal.groups.join(", ") };
+    let who = match &principal.issuer {
+        Some(issuer) => format!("`{}` of `{issuer}`", principal.subject),
+        None => format!("`{}`", principal.subject),
+    };
     println!(
-        "{kind} `{name}` on virtual server `{server}` for `{}` (groups: {groups}): {decision}",
-        principal.subject
+        "{kind} `{name}` on virtual server `{server}` for {} {who} (groups: {groups}): {decision}",
+        principal.kind
     );
     if decision.is_allowed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
@@ -217,8 +269,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => match toolgate::config::load_file(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    eprintln!("{warning}");
+                }
+                match loaded.warnings.len() {
+                    0 => println!("{}: ok", file.display()),
+                    n => {
+                        println!("{}: ok, with {n} warning{}", file.display(), if n == 1 { "" } else { "s" })
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(error) => {
@@ -226,21 +286,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Explain { config, server, target, groups, subject, issuer, credential } => {
-            let kind = match credential.as_deref() {
-                Some(name) => match CredentialKind::parse(name) {
-                    Some(kind) => kind,
-                    None => {
-                        eprintln!("unknown credential kind `{name}`");
-                        return ExitCode::from(2);
-                    }
-                },
-                None if subject == "anonymous" => CredentialKind::Anonymous,
-                None => CredentialKind::Jwt,
+        Command::Explain { config, server, target, groups, subject, issuer, scopes, credential } => {
+            let credential = match credential.as_deref().map(|name| (name, CredentialKind::parse(name))) {
+                None => None,
+                Some((_, Some(kind))) => Some(kind),
+                Some((name, None)) => {
+                    eprintln!(
+                        "unknown credential kind `{name}`: use anonymous, api_key, jwt, signature or trusted_header"
+                    );
+                    return ExitCode::from(2);
+                }
             };
-            let mut principal = Principal::with_groups(kind, &subject, &groups);
-            principal.issuer = issuer;
-            explain(&config, &server, target, principal)
+            explain(&config, &server, target, Caller { credential, subject, issuer, groups, scopes })
         }
         Command::Run { config, listen, admin_listen } => {
             telemetry::init_logging(cli.log_format);

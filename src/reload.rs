@@ -116,14 +116,9 @@ impl Reloader {
     }
 
     fn attempt(&self) -> ReloadOutcome {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match config::read_capped(&self.path) {
             Ok(text) => text,
-            Err(error) => {
-                return ReloadOutcome::Refused(format!(
-                    "{}: cannot read policy file: {error}",
-                    self.path.display()
-                ));
-            }
+            Err(error) => return ReloadOutcome::Refused(error.to_string()),
         };
         let loaded = match config::load_str(&text, &self.path) {
             Ok(loaded) => loaded,
@@ -132,6 +127,9 @@ impl Reloader {
         // Unchanged only if the policy and every file it names are.
         if loaded.policy.meta.inputs_sha256 == self.gateway.policy.load().meta.inputs_sha256 {
             return ReloadOutcome::Unchanged;
+        }
+        for warning in &loaded.warnings {
+            tracing::warn!(%warning, "policy warning");
         }
         if loaded.listen != self.listen {
             return ReloadOutcome::Refused(format!(

@@ -70,6 +70,9 @@ impl Server {
     /// Loads the policy and binds both listeners.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
         let loaded = config::load_file(&config.policy_file)?;
+        for warning in &loaded.warnings {
+            tracing::warn!(%warning, "policy warning");
+        }
         let proxy_addr = config.proxy_listen.unwrap_or(loaded.listen.proxy);
         let admin_addr = config.admin_listen.unwrap_or(loaded.listen.admin);
         let proxy = bind(proxy_addr).await?;

@@ -138,7 +138,7 @@ fn explain_names_the_deciding_pattern_and_rule() {
     let path = dir.join("policy.yaml");
     std::fs::write(
         &path,
-        "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\nvirtual_servers:\n  ops:\n    tools: { allow: [status], deny: ['*_admin'] }\n    rules:\n      - when: { groups: [sre] }\n        tools: { allow: ['restart_*'] }\n",
+        "version: 1\nupstream: { url: http://127.0.0.1:1/mcp }\nidentity:\n  resource_metadata: { base_url: 'https://mcp.example.com' }\n  jwt:\n    - { issuer: 'https://id.example.com', algorithms: [HS256], secret: 'MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=' }\nvirtual_servers:\n  ops:\n    tools: { allow: [status], deny: ['*_admin'] }\n    rules:\n      - when: { groups: [sre] }\n        tools: { allow: ['restart_*'] }\n",
     )
     .expect("write");
     let file = path.to_string_lossy().into_owned();
@@ -152,20 +152,32 @@ fn explain_names_the_deciding_pattern_and_rule() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, out, _) = run(&["--tool", "restart_db", "--group", "sre"]);
-    assert_eq!(code, Some(0));
+    let (code, out, _) = run(&["--tool", "restart_db", "--subject", "alice", "--group", "sre"]);
+    assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         out,
-        "tool `restart_db` on virtual server `ops` for `anonymous` (groups: sre): allowed by `restart_*` (rule 1 allow)"
+        "tool `restart_db` on virtual server `ops` for jwt `alice` of `https://id.example.com` (groups: sre): allowed by `restart_*` (rule 1 allow)"
     );
-    let (code, out, _) = run(&["--tool", "restart_db"]);
+    let (code, out, _) = run(&["--tool", "restart_db", "--subject", "alice"]);
     assert_eq!(code, Some(1));
-    assert!(out.ends_with("denied: no allow pattern matches"), "{out}");
+    assert!(out.ends_with("denied: no allow pattern matches it (what is not allowed is denied)"), "{out}");
     let (code, out, _) = run(&["--tool", "User_Admin", "--subject", "alice", "--group", "sre"]);
     assert_eq!(code, Some(1));
     assert!(out.ends_with("denied by `*_admin` (base deny)"), "{out}");
+    // Who the proxy would turn away is turned away here too.
+    let (code, out, _) = run(&["--tool", "status"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("refused before any name is judged, with HTTP 401") && out.contains("anonymous: false"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--tool", "status", "--credential", "api_key", "--subject", "ci"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("HTTP 401") && out.contains("no API key `ci`"), "{out}");
     let (code, _, err) = run(&["--prompt", "x", "--server", "nope"]);
     assert_eq!(code, Some(2), "{err}");
     let (code, _, _) = run(&[]);
     assert_eq!(code, Some(2), "a target is required");
+    let (code, _, err) = run(&["--tool", "x", "--credential", "password"]);
+    assert_eq!(code, Some(2), "{err}");
 }

@@ -3,14 +3,16 @@
 //! agree with one another) is checked here, with the location to fix.
 
 use super::model::*;
-use super::{ConfigError, ListenSettings, LoadedPolicy, POLICY_VERSION, invalid_at, sha256_hex};
+use super::{
+    ConfigError, ConfigWarning, ListenSettings, LoadedPolicy, POLICY_VERSION, checks, invalid_at, sha256_hex,
+};
 use crate::identity::{
     self, Access, CredentialKind, Identity, IpNet, ResourceMetadata, TrustedHeader, UpstreamHeaders,
 };
 use crate::mcp::version::ProtocolVersion;
 use crate::policy::{
-    AllowedHosts, AllowedOrigins, DEFAULT_SERVER, DenialStyle, Grants, Policy, PolicyMeta, Rule, Transport,
-    Upstream, VirtualServer, pattern,
+    AllowedHosts, AllowedOrigins, DEFAULT_SERVER, DenialStyle, Grants, ListKind, Policy, PolicyMeta, Rule,
+    Transport, Upstream, VirtualServer, pattern,
 };
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
@@ -63,6 +65,7 @@ impl PolicyDoc {
         let mut referenced = Vec::new();
         let mut inputs = text.as_bytes().to_vec();
         let identity = self.identity.compile(path, &mut referenced, &mut inputs)?;
+        let mut warnings = Vec::new();
         let mut virtual_servers = HashMap::new();
         if self.virtual_servers.value.is_empty() {
             return Err(invalid_at(
@@ -73,7 +76,7 @@ impl PolicyDoc {
         }
         for (name, doc) in self.virtual_servers.value {
             let at = Spanned::new((), doc.referenced, doc.defined);
-            let server = doc.value.compile(path, &name, &at, &identity)?;
+            let server = doc.value.compile(path, &name, &at, &identity, &mut warnings)?;
             virtual_servers.insert(name, server);
         }
         let meta = PolicyMeta {
@@ -91,6 +94,7 @@ impl PolicyDoc {
         Ok(LoadedPolicy {
             listen,
             policy: Policy { upstream, transport, identity, sessions, virtual_servers, meta },
+            warnings,
         })
     }
 }
@@ -183,6 +187,7 @@ impl VirtualServerDoc {
         name: &str,
         at: &Spanned<T>,
         identity: &Identity,
+        warnings: &mut Vec<ConfigWarning>,
     ) -> Result<VirtualServer, ConfigError> {
         if !valid_server_name(name) {
             return Err(invalid_at(
@@ -200,7 +205,7 @@ impl VirtualServerDoc {
             resources: self.resources,
             resource_templates: self.resource_templates,
         }
-        .compile(path)?;
+        .compile(path, warnings)?;
         let mut rules = Vec::with_capacity(self.rules.len());
         for rule in self.rules {
             let when = &rule.when.value;
@@ -246,7 +251,7 @@ impl VirtualServerDoc {
                     resources: rule.resources,
                     resource_templates: rule.resource_templates,
                 }
-                .compile(path)?,
+                .compile(path, warnings)?,
             });
         }
         let denial = match self.denial {
@@ -276,6 +281,7 @@ impl VirtualServerDoc {
             required_scopes: self.required_scopes,
             audiences,
         };
+        checks::access(path, name, at, &access, identity, warnings)?;
         Ok(VirtualServer { name: name.to_owned(), base, rules, denial, access })
     }
 }
@@ -560,8 +566,12 @@ fn compile_issuer(
         }
         Some(JwksDoc { file: Some(file), url: None, .. }) => {
             let file = path.parent().unwrap_or(Path::new(".")).join(file);
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                invalid_at(path, doc, format_args!("cannot read JWKS {}: {e}", file.display()))
+            let text = super::read_capped(&file).map_err(|e| {
+                let why = match e {
+                    ConfigError::Read { source, .. } => source.to_string(),
+                    ConfigError::Invalid { message, .. } => message,
+                };
+                invalid_at(path, doc, format_args!("cannot read JWKS {}: {why}", file.display()))
             })?;
             inputs.extend_from_slice(text.as_bytes());
             referenced.push(file.clone());
@@ -614,7 +624,7 @@ fn compile_issuer(
 }
 
 impl GrantsDoc {
-    fn compile(self, path: &Path) -> Result<Grants, ConfigError> {
+    fn compile(self, path: &Path, warnings: &mut Vec<ConfigWarning>) -> Result<Grants, ConfigError> {
         let lists = [self.tools, self.prompts, self.resources, self.resource_templates];
         let mut allow: [Vec<String>; 4] = Default::default();
         let mut deny: [Vec<String>; 4] = Default::default();
@@ -622,6 +632,7 @@ impl GrantsDoc {
             for (source, target) in [(list.allow, &mut allow[i]), (list.deny, &mut deny[i])] {
                 for entry in source {
                     pattern::validate(&entry.value).map_err(|m| invalid_at(path, &entry, m))?;
+                    checks::pattern(path, ListKind::ALL[i], &entry, warnings);
                     target.push(entry.value);
                 }
             }

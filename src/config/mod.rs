@@ -7,6 +7,7 @@
 //! [`load_file`], so a file that passes `check` is exactly a file the proxy
 //! accepts. Unknown keys and duplicate keys are errors at every level.
 
+mod checks;
 mod compile;
 mod model;
 #[cfg(test)]
@@ -57,22 +58,84 @@ pub struct ListenSettings {
 }
 
 /// A validated policy file: what the running process needs at start-up and
-/// the compiled snapshot.
+/// the compiled snapshot, and what `check` warns of.
 #[derive(Debug)]
 pub struct LoadedPolicy {
     pub listen: ListenSettings,
     pub policy: Policy,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Something a policy says that is probably not meant; it loads all the
+/// same. Displays as `FILE:LINE:COLUMN: warning: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl ConfigWarning {
+    fn at<T>(path: &Path, spanned: &Spanned<T>, message: String) -> Self {
+        Self {
+            path: path.display().to_string(),
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: warning: {}", self.path, self.line, self.column, self.message)
+    }
+}
+
+/// The largest policy file read: far above any real policy, and a bound
+/// on what a mistaken path (a symlink to `/dev/zero`) can cost.
+pub const MAX_POLICY_BYTES: u64 = 1 << 20;
+
+/// Reads a file the policy consists of, up to [`MAX_POLICY_BYTES`].
+pub fn read_capped(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read { path: path.display().to_string(), source };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(ConfigError::Invalid {
+            path: path.display().to_string(),
+            line: 1,
+            column: 1,
+            message: format!("the file is larger than {} KiB: is this the policy?", MAX_POLICY_BYTES >> 10),
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
+        path: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message: "the file is not UTF-8 text".into(),
+    })
 }
 
 /// Reads, validates and compiles a policy file.
 pub fn load_file(path: &Path) -> Result<LoadedPolicy, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let text = read_capped(path)?;
     load_str(&text, path)
 }
 
 /// Validates and compiles policy text; `path` names it in errors.
 pub fn load_str(text: &str, path: &Path) -> Result<LoadedPolicy, ConfigError> {
+    if text.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
+        return Err(ConfigError::Invalid {
+            path: path.display().to_string(),
+            line: 1,
+            column: 1,
+            message: "the policy file is empty: it needs at least `version: 1`, `upstream` and `virtual_servers` (see examples/demo.yaml)".into(),
+        });
+    }
     let doc: PolicyDoc = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?;
     doc.compile(path, text)
 }
@@ -81,13 +144,28 @@ fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
     let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
     let mut options = serde_saphyr::RenderOptions::default();
     options.snippets = serde_saphyr::SnippetMode::Off;
-    let message = error.render_with_options(options).lines().next().unwrap_or("invalid YAML").to_owned();
+    let rendered = error.render_with_options(options).lines().next().unwrap_or("invalid YAML").to_owned();
     ConfigError::Invalid {
         path: path.display().to_string(),
         line,
         column,
-        message: strip_location_suffix(&message),
+        message: plain_yaml_message(&strip_location_suffix(&rendered)),
     }
+}
+
+/// The YAML library's messages, said in terms of what to fix.
+fn plain_yaml_message(message: &str) -> String {
+    if message.contains("anchor or alias") || message.contains("unknown anchor") {
+        return "`*` starts a YAML alias: to mean \"every name\", quote the pattern, as in allow: [\"*\"] or \"*_admin\"".into();
+    }
+    if message.starts_with("expected sequence start") || message.contains("expected a sequence") {
+        return "expected a list: write [a, b] or one `- item` per line, as in allow: [\"*\"]".into();
+    }
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!("duplicate key: `{key}` is given twice here, keep one");
+    }
+    message.to_owned()
 }
 
 /// The plain rendering ends with " at line L column C"; the error already

@@ -201,3 +201,87 @@ fn each_virtual_server_is_its_own_audience() -> Result<(), ConfigError> {
     assert!(message.contains("audiences is no longer read"), "{message}");
     Ok(())
 }
+
+#[test]
+fn yaml_errors_say_what_to_fix() {
+    let head =
+        "version: 1\nupstream: { url: http://x/mcp }\nvirtual_servers:\n  default:\n    anonymous: true\n";
+    let message = error_of(&format!("{head}    tools: {{ allow: [*] }}\n"));
+    assert!(message.starts_with("policy.yaml:6:") && message.contains("quote the pattern"), "{message}");
+    let message = error_of(&format!("{head}    tools:\n      allow:\n        - *\n"));
+    assert!(message.contains("quote the pattern"), "{message}");
+    let message = error_of(&format!("{head}    tools: {{ allow: \"*\" }}\n"));
+    assert!(message.starts_with("policy.yaml:6:") && message.contains("expected a list"), "{message}");
+    let message = error_of("version: 1\nupstream: { url: http://x/mcp }\nupstream: { url: http://y/mcp }\n");
+    assert!(
+        message.contains("`upstream` is given twice") && !message.contains("DuplicateKeyPolicy"),
+        "{message}"
+    );
+    for empty in ["", "\n\n", "# only a comment\n"] {
+        let message = error_of(empty);
+        assert!(message.starts_with("policy.yaml:1:1: the policy file is empty"), "{message}");
+    }
+}
+
+#[test]
+fn contradictions_are_errors_with_their_place() {
+    let head = "version: 1\nupstream: { url: http://x/mcp }\nidentity:\n  resource_metadata: { base_url: 'https://m.example.com' }\n  api_keys: [{ id: ci, sha256: '0000000000000000000000000000000000000000000000000000000000000001' }]\nvirtual_servers:\n  ops:\n";
+    let message = error_of(&format!("{head}    anonymous: true\n    required_scopes: [mcp:write]\n"));
+    assert!(
+        message.starts_with("policy.yaml:8:5: ") && message.contains("anonymous callers have none"),
+        "{message}"
+    );
+    let message = error_of(&format!("{head}    credentials: [jwt]\n"));
+    assert!(
+        message.starts_with("policy.yaml:8:5: ") && message.contains("configure identity.jwt"),
+        "{message}"
+    );
+    let message = error_of(&format!("{head}    anonymous: true\n    credentials: [api_key]\n"));
+    assert!(message.contains("does not list `anonymous`"), "{message}");
+    let message = error_of(&format!(
+        "version: 1\nlisten: {{ proxy: '127.0.0.1:8000', admin: '127.0.0.1:8000' }}\nupstream: {{ url: http://x/mcp }}\n{VS}"
+    ));
+    assert!(message.contains("listen.proxy and listen.admin are both 127.0.0.1:8000"), "{message}");
+}
+
+#[test]
+fn what_is_probably_not_meant_is_a_warning() -> Result<(), ConfigError> {
+    let loaded = load(
+        "version: 1\nupstream: { url: http://x/mcp }\nvirtual_servers:\n  nobody: {}\n  classes:\n    anonymous: true\n    tools: { allow: ['read_[a-z]*', ok] }\n    resources: { allow: ['file:///[a-z]/**', 'http://[::1]/**', 'file:///a?b'] }\n",
+    )?;
+    let shown: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 3, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("policy.yaml:7:22: warning: pattern `read_[a-z]*`: `[` is not pattern syntax"),
+        "{shown:#?}"
+    );
+    assert!(shown[1].starts_with("policy.yaml:8:26: warning: pattern `file:///[a-z]/**`"), "{shown:#?}");
+    assert!(
+        shown[2]
+            .starts_with("policy.yaml:4:11: warning: virtual server `nobody` can be reached by no caller"),
+        "{shown:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn oversized_policy_files_are_refused_unread() {
+    let dir = std::env::temp_dir().join(format!("toolgate-config-test-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let big = dir.join("big.yaml");
+    let _ = std::fs::write(&big, "#".repeat((MAX_POLICY_BYTES + 1) as usize));
+    let message = match load_file(&big) {
+        Err(error) => error.to_string(),
+        Ok(_) => String::new(),
+    };
+    assert!(message.contains("larger than 1024 KiB"), "{message}");
+    let zero = dir.join("zero.yaml");
+    let _ = std::fs::remove_file(&zero);
+    if std::os::unix::fs::symlink("/dev/zero", &zero).is_ok() {
+        let message = match load_file(&zero) {
+            Err(error) => error.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(message.contains("larger than"), "{message}");
+    }
+}

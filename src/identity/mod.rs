@@ -10,6 +10,7 @@
 //! instead send the verified identity in headers of its own.
 
 pub mod api_key;
+pub mod describe;
 pub mod jwks;
 pub mod jwt;
 mod net;
@@ -344,11 +345,21 @@ pub fn authenticate(
             groups,
             scopes: Vec::new(),
         }
-    } else if access.anonymous {
-        return Ok(Authenticated { principal: Principal::anonymous(), check_digest: false });
     } else {
-        return Err(AuthError::Missing);
+        Principal::anonymous()
     };
+    admit(access, &principal)?;
+    Ok(Authenticated { principal, check_digest })
+}
+
+/// Whether a virtual server admits an established principal: anonymous
+/// callers only where `anonymous` is on, credential kinds per
+/// `credentials`, and every required scope. `toolgate explain` judges by
+/// this same function.
+pub fn admit(access: &Access, principal: &Principal) -> Result<(), AuthError> {
+    if principal.kind == CredentialKind::Anonymous && !access.anonymous {
+        return Err(AuthError::Missing);
+    }
     if !access.credentials.is_empty() && !access.credentials.contains(&principal.kind) {
         return Err(AuthError::WrongKind { kind: principal.kind, accepted: access.credentials.clone() });
     }
@@ -357,7 +368,7 @@ pub fn authenticate(
     if !missing.is_empty() {
         return Err(AuthError::InsufficientScope(missing));
     }
-    Ok(Authenticated { principal, check_digest })
+    Ok(())
 }
 
 /// The bearer token, if `Authorization` holds one. RFC 6750 §2.1: the

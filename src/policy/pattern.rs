@@ -1,7 +1,9 @@
 //! Name and URI patterns of the allowlists.
 //!
-//! A pattern is an exact string or a glob: `*` matches any run of
-//! characters except `/`, `**` any run including `/`. Exact patterns are
+//! A pattern is an exact string or a glob. For URIs (resources, resource
+//! templates) `*` matches any run of characters except `/` and `**` any
+//! run including `/`; names (tools, prompts) have no segments, so there
+//! both match any run: `*` allows `github/create_issue` too. Exact patterns are
 //! kept in a hash set (one lookup); globs are compiled once per policy
 //! snapshot and matched in O(pattern × name) without backtracking.
 //!
@@ -28,7 +30,8 @@ pub struct Glob {
 }
 
 impl Glob {
-    fn compile(source: &str) -> Self {
+    /// `segments`: whether `/` separates segments that `*` stays within.
+    fn compile(source: &str, segments: bool) -> Self {
         let mut tokens = Vec::new();
         let mut literal = Vec::new();
         let bytes = source.as_bytes();
@@ -40,7 +43,7 @@ impl Glob {
                 }
                 let double = bytes.get(i + 1) == Some(&b'*');
                 // `***` is `**`; consecutive wildcards collapse.
-                let token = if double { Token::DoubleStar } else { Token::Star };
+                let token = if double || !segments { Token::DoubleStar } else { Token::Star };
                 match tokens.last_mut() {
                     Some(last @ Token::Star) if double => *last = Token::DoubleStar,
                     Some(Token::Star | Token::DoubleStar) => {}
@@ -110,11 +113,12 @@ pub struct PatternSet {
 }
 
 impl PatternSet {
-    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Self {
+    /// `segments`: whether `*` stays within `/`-separated segments (URIs).
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>, segments: bool) -> Self {
         let mut set = Self::default();
         for pattern in patterns {
             if pattern.contains('*') {
-                set.globs.push(Glob::compile(pattern));
+                set.globs.push(Glob::compile(pattern, segments));
             } else {
                 set.exact.insert(pattern.to_owned());
             }
@@ -151,7 +155,7 @@ mod tests {
     use super::*;
 
     fn glob(p: &str) -> Glob {
-        Glob::compile(p)
+        Glob::compile(p, true)
     }
 
     #[test]
@@ -187,6 +191,14 @@ mod tests {
     }
 
     #[test]
+    fn names_have_no_segments() {
+        let names = PatternSet::new(["*", "github/*"], false);
+        assert_eq!(names.find("ns/tool"), Some("*"));
+        assert!(Glob::compile("github/*", false).matches("github/a/b"));
+        assert!(!Glob::compile("github/*", true).matches("github/a/b"));
+    }
+
+    #[test]
     fn pathological_patterns_stay_linear() {
         let pattern = glob(&"*a".repeat(20));
         let text = "a".repeat(5000) + "b";
@@ -195,11 +207,11 @@ mod tests {
 
     #[test]
     fn sets_prefer_exact_and_report_the_pattern() {
-        let set = PatternSet::new(["read_file", "search_*", "**"]);
+        let set = PatternSet::new(["read_file", "search_*", "**"], true);
         assert_eq!(set.find("read_file"), Some("read_file"));
         assert_eq!(set.find("search_web"), Some("search_*"));
         assert_eq!(set.find("x/y"), Some("**"));
-        assert!(PatternSet::new(["a"]).find("b").is_none());
+        assert!(PatternSet::new(["a"], true).find("b").is_none());
         assert!(PatternSet::default().is_empty());
     }
 }

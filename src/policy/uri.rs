@@ -1,35 +1,127 @@
 //! Resource URIs as upstreams read them. A URI is judged as text, but an
-//! upstream may read other text: the TypeScript SDK's `McpServer` looks a
-//! resource up by `new URL(uri).toString()`, the Python SDK validates it as
-//! a pydantic `AnyUrl` (both WHATWG URL parsers), and a server that maps
-//! URIs to files resolves dot segments and percent-escapes. A URI is
-//! allowed only if it is allowed as every upstream reads it.
+//! upstream may read other text:
+//!
+//! - as parsed: the TypeScript SDK's `McpServer` looks a resource up by
+//!   `new URL(uri).toString()` and the Python SDK validates it as a pydantic
+//!   `AnyUrl` (both WHATWG URL parsers), so `file:/etc/passwd`,
+//!   `file://localhost/etc/passwd` and `FILE:///etc/passwd` are all
+//!   `file:///etc/passwd` to them;
+//! - as a path: a server that maps URIs to files decodes percent-escapes
+//!   (sometimes twice), takes `\` for `/`, and resolves `.` and `..` —
+//!   wherever they are, query and fragment included, since a path has
+//!   none (`file:///public/x?/../../etc/passwd` is `/etc/passwd`).
+//!
+//! A URI is allowed only if it is allowed in every reading, so a `deny`
+//! holds for every spelling and an allowed prefix cannot be walked out of;
+//! and `**` still allows every URI, `%2F` and all.
 
-/// Whether a resource URI could name something other than what its text
-/// matches: `file:///public/../private/key` matches `file:///public/**`
-/// but an upstream that resolves dot segments (RFC 3986 §5.2.4) reads
-/// `/private/key`. Dot segments are refused anywhere, not only in the path:
-/// an upstream that takes the URI as a file path, or splits it at another
-/// character, resolves `file:///public/x?/../../etc/passwd` and
-/// `file:///public/..;x` as well. Encoded dots and separators (also
-/// encoded twice, `%252e`) hide the same trick.
-pub fn ambiguous(uri: &str) -> bool {
-    let mut text = std::borrow::Cow::Borrowed(uri);
-    for _ in 0..4 {
-        let lower = text.to_ascii_lowercase();
-        if ["%2e", "%2f", "%5c", "\\"].iter().any(|needle| lower.contains(needle)) {
-            return true;
-        }
-        if text.split(['/', '?', '#', ';', '=', '&']).any(|segment| segment == "." || segment == "..") {
-            return true;
+use std::borrow::Cow;
+
+/// How many rounds of percent-decoding a reading follows before giving up
+/// on vouching for a URI.
+const DECODE_ROUNDS: usize = 4;
+
+/// A URI is still encoded after [`DECODE_ROUNDS`] rounds of decoding: no
+/// reading of it can be vouched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// The URI as upstreams may read it, each reading that differs from the
+/// text itself, with the name of the reading.
+pub fn readings(uri: &str) -> Result<Vec<(&'static str, String)>, Unreadable> {
+    let mut readings = Vec::new();
+    if let Some(parsed) = as_parsed(uri) {
+        readings.push(("as a URL (as the TypeScript and Python SDKs do)", parsed));
+    }
+    let path = as_path(uri)?;
+    if path != uri && !readings.iter().any(|(_, r)| *r == path) {
+        readings.push(("as a file path (escapes decoded, dot segments resolved)", path));
+    }
+    Ok(readings)
+}
+
+/// Whether `.` or `..` is a segment anywhere in the URI, once decoded:
+/// between `/`, `\`, `?`, `#`, `;`, `=` or `&`. An upstream that takes a
+/// query parameter as a path (`?path=../../etc/passwd`) resolves it
+/// relative to a base of its own, which no reading of the URI can model;
+/// so where an allow pattern names a prefix, or a deny list applies, such a
+/// URI is refused.
+pub fn has_dot_segment(uri: &str) -> Result<bool, Unreadable> {
+    let mut text = Cow::Borrowed(uri);
+    for _ in 0..=DECODE_ROUNDS {
+        let dots =
+            text.split(['/', '\\', '?', '#', ';', '=', '&']).any(|segment| segment == "." || segment == "..");
+        if dots {
+            return Ok(true);
         }
         match percent_decode(&text) {
-            Some(decoded) => text = std::borrow::Cow::Owned(decoded),
-            None => return false,
+            Some(decoded) => text = Cow::Owned(decoded),
+            None => return Ok(false),
         }
     }
-    // Still encoded after four rounds: no reading can be vouched for.
-    true
+    Err(Unreadable)
+}
+
+/// The URI as a WHATWG URL parser serialises it, when that is other text;
+/// `None` when it does not parse (such upstreams refuse it) or reads as
+/// written.
+pub fn as_parsed(uri: &str) -> Option<String> {
+    let parsed = url::Url::parse(uri).ok()?;
+    (parsed.as_str() != uri).then(|| parsed.as_str().to_owned())
+}
+
+/// The URI as a server mapping it to a file reads it: scheme and authority
+/// as written, the rest percent-decoded until nothing changes, `\` taken
+/// for `/`, and dot segments (with `;` parameters, as in `..;x`) resolved.
+pub fn as_path(uri: &str) -> Result<String, Unreadable> {
+    let (prefix, rest) = split_authority(uri);
+    let mut text = Cow::Borrowed(rest);
+    let mut rounds = 0;
+    while let Some(decoded) = percent_decode(&text) {
+        rounds += 1;
+        if rounds > DECODE_ROUNDS {
+            return Err(Unreadable);
+        }
+        text = Cow::Owned(decoded);
+    }
+    let text = text.replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = text.split('/').peekable();
+    let absolute = text.starts_with('/');
+    if absolute {
+        parts.next();
+    }
+    while let Some(segment) = parts.next() {
+        let name = segment.split(';').next().unwrap_or(segment);
+        match name {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+        // A trailing dot segment leaves a directory: `/a/..` is `/`.
+        if parts.peek().is_none() && matches!(name, "." | "..") {
+            segments.push("");
+        }
+    }
+    let joined = segments.join("/");
+    Ok(format!("{prefix}{}{joined}", if absolute { "/" } else { "" }))
+}
+
+/// `scheme://authority` (or `scheme:`) and the rest of a URI.
+fn split_authority(uri: &str) -> (&str, &str) {
+    if let Some(scheme_end) = uri.find("://") {
+        let after = scheme_end + 3;
+        let authority_end = uri[after..].find(['/', '\\', '?', '#']).map_or(uri.len(), |i| after + i);
+        return uri.split_at(authority_end);
+    }
+    match uri.find(':') {
+        Some(colon) if uri[..colon].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) => {
+            uri.split_at(colon + 1)
+        }
+        _ => ("", uri),
+    }
 }
 
 /// One round of percent-decoding, or `None` when there is no escape.
@@ -55,16 +147,6 @@ fn percent_decode(text: &str) -> Option<String> {
     decoded.then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
-/// The URI as a WHATWG URL parser serialises it, when that is other text:
-/// `file:/etc/passwd` and `file://localhost/etc/passwd` are
-/// `file:///etc/passwd`, `https://Internal.ex%61mple.com:443/x` is
-/// `https://internal.example.com/x`. `None` when it does not parse (such
-/// upstreams refuse it) or reads as written.
-pub fn as_parsed(uri: &str) -> Option<String> {
-    let parsed = url::Url::parse(uri).ok()?;
-    (parsed.as_str() != uri).then(|| parsed.as_str().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +166,30 @@ mod tests {
         ] {
             assert_eq!(as_parsed(uri).as_deref(), read, "{uri}");
         }
+    }
+
+    #[test]
+    fn what_a_file_server_makes_of_a_uri() -> Result<(), Unreadable> {
+        for (uri, read) in [
+            ("file:///public/../private/key", "file:///private/key"),
+            ("file:///public/./a", "file:///public/a"),
+            ("file:///public/..", "file:///"),
+            ("file:///public/%2e%2e/private", "file:///private"),
+            ("file:///public/..%2fprivate", "file:///private"),
+            ("file:///public/a\\..\\..\\private", "file:///private"),
+            ("file:///public/x?/../../etc/passwd", "file:///etc/passwd"),
+            ("file:///public/x#/../../etc/passwd", "file:///etc/passwd"),
+            ("file:///public/..;x/private", "file:///private"),
+            ("file:///public/%252e%252e/private", "file:///private"),
+            ("file:///public/a%2Fb", "file:///public/a/b"),
+            ("file:///public/100%25.md", "file:///public/100%.md"),
+            ("mem://cache/../stats", "mem://cache/stats"),
+            ("urn:a/../b", "urn:b"),
+            ("file:///public/readme.md", "file:///public/readme.md"),
+        ] {
+            assert_eq!(as_path(uri)?, read, "{uri}");
+        }
+        assert_eq!(as_path("file:///%2525252525252e"), Err(Unreadable));
+        Ok(())
     }
 }

@@ -73,10 +73,13 @@ pub struct Grants {
 
 impl Grants {
     pub fn new(allow: [Vec<String>; 4], deny: [Vec<String>; 4]) -> Self {
-        let allow = allow.map(|patterns| PatternSet::new(patterns.iter().map(String::as_str)));
-        let deny = deny.map(|patterns| {
-            let folded: Vec<String> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
-            PatternSet::new(folded.iter().map(String::as_str))
+        // URIs have `/`-separated segments that `*` stays within; names do not.
+        let segments = |k: usize| matches!(ListKind::ALL[k], ListKind::Resource | ListKind::ResourceTemplate);
+        let allow =
+            std::array::from_fn(|k| PatternSet::new(allow[k].iter().map(String::as_str), segments(k)));
+        let deny = std::array::from_fn(|k| {
+            let folded: Vec<String> = deny[k].iter().map(|p| p.to_ascii_lowercase()).collect();
+            PatternSet::new(folded.iter().map(String::as_str), segments(k))
         });
         Self { allow, deny }
     }
@@ -160,13 +163,16 @@ pub enum Denial {
     NeedsExactEntry { pattern: String },
     /// Control characters or surrounding white space.
     MalformedName,
-    /// A resource URI with dot segments or encoded separators, which an
-    /// upstream might resolve to somewhere its pattern does not cover.
+    /// A resource URI still percent-encoded after several rounds of
+    /// decoding: no reading of it can be vouched for.
     AmbiguousUri,
-    /// The URI as upstreams that parse it read it (WHATWG URL: the
-    /// TypeScript SDK's `new URL`, the Python SDK's pydantic `AnyUrl`) is
-    /// not allowed: `file:/etc/passwd` is `file:///etc/passwd` to them.
-    ReadAs { uri: String, denial: Box<Denial> },
+    /// A resource URI with a `.` or `..` segment outside its path (in a
+    /// query parameter, say), allowed only by a prefix or under a deny list.
+    DotSegments,
+    /// The URI is not allowed as some upstream reads it: parsed as a URL
+    /// (`file:/etc/passwd` is `file:///etc/passwd` to the TypeScript and
+    /// Python SDKs), or as a path (`..` resolved, escapes decoded).
+    ReadAs { reading: &'static str, uri: String, denial: Box<Denial> },
 }
 
 impl Decision {
@@ -182,20 +188,25 @@ impl fmt::Display for Decision {
             Decision::Denied(Denial::DeniedBy { pattern, source }) => {
                 write!(f, "denied by `{pattern}` ({source} deny)")
             }
-            Decision::Denied(Denial::NotAllowed) => f.write_str("denied: no allow pattern matches"),
+            Decision::Denied(Denial::NotAllowed) => {
+                f.write_str("denied: no allow pattern matches it (what is not allowed is denied)")
+            }
             Decision::Denied(Denial::NeedsExactEntry { pattern }) => write!(
                 f,
-                "denied: a non-ASCII name needs an exact allow entry (only the glob `{pattern}` matches)"
+                "denied: it is not plain ASCII and only the glob `{pattern}` allows it; where a deny list applies, such a name needs an exact allow entry (a look-alike must not slip past the deny list)"
             ),
             Decision::Denied(Denial::MalformedName) => {
                 f.write_str("denied: the name has control characters or surrounding white space")
             }
-            Decision::Denied(Denial::AmbiguousUri) => f.write_str(
-                "denied: the URI has `.`/`..` segments, a backslash or an encoded `.`, `/` or `\\`",
+            Decision::Denied(Denial::DotSegments) => f.write_str(
+                "denied: the URI has a `.` or `..` segment (in a query or parameter too), which an upstream may resolve beyond what the allowing pattern covers; only `**` with no deny list allows such URIs",
             ),
-            Decision::Denied(Denial::ReadAs { uri, denial }) => write!(
+            Decision::Denied(Denial::AmbiguousUri) => {
+                f.write_str("denied: the URI is still percent-encoded after four rounds of decoding")
+            }
+            Decision::Denied(Denial::ReadAs { reading, uri, denial }) => write!(
                 f,
-                "denied: upstreams that parse URIs read it as `{uri}`: {}",
+                "denied: read {reading}, it is `{uri}`, which is {}",
                 Decision::Denied((**denial).clone())
             ),
         }
@@ -258,35 +269,51 @@ impl View<'_> {
         if kind != ListKind::Resource {
             return self.decide_text(kind, name, true);
         }
-        if uri::ambiguous(name) {
-            return Decision::Denied(Denial::AmbiguousUri);
-        }
         // Allowed only if allowed as every upstream reads it.
         let decision = self.decide_text(kind, name, true);
-        if decision.is_allowed()
-            && let Some(parsed) = uri::as_parsed(name)
-            && let Decision::Denied(denial) = self.decide_text(kind, &parsed, false)
-        {
-            return Decision::Denied(Denial::ReadAs { uri: parsed, denial: Box::new(denial) });
+        if !decision.is_allowed() {
+            return decision;
+        }
+        let Ok(readings) = uri::readings(name) else {
+            return Decision::Denied(Denial::AmbiguousUri);
+        };
+        for (reading, uri) in readings {
+            if let Decision::Denied(denial) = self.decide_text(kind, &uri, false) {
+                return Decision::Denied(Denial::ReadAs { reading, uri, denial: Box::new(denial) });
+            }
+        }
+        // Dot segments where no reading can follow them (a query parameter
+        // an upstream takes as a path) matter only where there is something
+        // to walk out of: an allowed prefix, or a deny list.
+        let universal = matches!(&decision, Decision::Allowed { pattern, .. } if pattern == "**");
+        let denies = self.grants().any(|(grants, _)| !grants.deny[kind.index()].is_empty());
+        if (!universal || denies) && uri::has_dot_segment(name) != Ok(false) {
+            return Decision::Denied(Denial::DotSegments);
         }
         decision
     }
 
-    /// The decision for `name` as written. `exact_for_non_ascii`: a name
-    /// that is not plain ASCII needs an exact allow entry (for names as a
-    /// caller sends them, not for a reading derived from one).
-    fn decide_text(&self, kind: ListKind, name: &str, exact_for_non_ascii: bool) -> Decision {
+    /// The decision for `name` as written. `as_sent`: the name as a caller
+    /// sent it (not a reading derived from one). Where a deny list applies,
+    /// such a name that is not plain ASCII needs an exact allow entry: a
+    /// look-alike (`dеlete_all`, Cyrillic `е`) must not ride on a glob past
+    /// `delete_*`. Without a deny list there is nothing to slip past, and a
+    /// glob (`**` above all) allows any name.
+    fn decide_text(&self, kind: ListKind, name: &str, as_sent: bool) -> Decision {
         let k = kind.index();
         let folded = name.to_ascii_lowercase();
+        let mut denies = false;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.deny[k].find(&folded) {
                 return Decision::Denied(Denial::DeniedBy { pattern: pattern.to_owned(), source });
             }
+            denies |= !grants.deny[k].is_empty();
         }
+        let exact_needed = as_sent && denies && !name.is_ascii();
         let mut glob_only: Option<String> = None;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.allow[k].find(name) {
-                if name.is_ascii() || pattern == name || !exact_for_non_ascii {
+                if !exact_needed || pattern == name {
                     return Decision::Allowed { pattern: pattern.to_owned(), source };
                 }
                 glob_only.get_or_insert_with(|| pattern.to_owned());
@@ -418,6 +445,31 @@ mod tests {
     }
 
     #[test]
+    fn allowing_everything_allows_everything() {
+        let all = VirtualServer {
+            name: "all".into(),
+            base: Grants::new(
+                [vec!["*".into()], vec!["*".into()], vec!["**".into()], vec!["**".into()]],
+                Default::default(),
+            ),
+            rules: vec![],
+            denial: DenialStyle::Hidden,
+            access: Access::default(),
+        };
+        let anon = Principal::anonymous();
+        let view = all.view(&anon);
+        for name in ["ns/tool", "github/issues/create", "ünïcode", "工具"] {
+            assert!(view.decide(ListKind::Tool, name).is_allowed(), "{name}");
+        }
+        for uri in ["file:///a%2Fb", "file:///a/../b", "mem://x/%C3%A9", "file:///ünï", "urn:x"] {
+            assert!(view.decide(ListKind::Resource, uri).is_allowed(), "{uri}");
+        }
+        assert!(view.decide(ListKind::ResourceTemplate, "file:///{path}").is_allowed());
+        // Names with control characters or surrounding spaces, never.
+        assert!(!view.decide(ListKind::Tool, "a\u{0}").is_allowed());
+    }
+
+    #[test]
     fn no_allow_means_nothing() {
         let vs = VirtualServer {
             name: "x".into(),
@@ -465,9 +517,27 @@ mod tests {
         assert!(files.decide(ListKind::Resource, "file:///public/a..b.md").is_allowed());
         assert!(files.decide(ListKind::Resource, "file:///public/x?v=1.2#...").is_allowed());
         assert!(files.decide(ListKind::Resource, "file:///public/100%25.md").is_allowed());
+        assert_eq!(
+            files.decide(ListKind::Resource, "file:///public/%25252525252e"),
+            Decision::Denied(Denial::AmbiguousUri),
+            "still encoded after four rounds"
+        );
+        // Escapes that stay within the allowed prefix are harmless.
+        for uri in ["file:///public/a%2Fb", "file:///public/x?v=1.2"] {
+            assert!(files.decide(ListKind::Resource, uri).is_allowed(), "{uri}");
+        }
+        // Dot segments under a prefix are refused, even where no reading
+        // leaves it: an upstream may resolve them against a base of its own.
+        for uri in [
+            "file:///public/./x",
+            "file:///public/a/../b",
+            "file:///public/x?a=..",
+            "file:///public/x?p=../../etc",
+        ] {
+            assert_eq!(files.decide(ListKind::Resource, uri), Decision::Denied(Denial::DotSegments), "{uri}");
+        }
         for uri in [
             "file:///public/../private/key",
-            "file:///public/./x",
             "file:///public/..",
             "file:///public/%2e%2e/private/key",
             "file:///public/..%2fprivate",
@@ -476,16 +546,11 @@ mod tests {
             "file:///public/x#/../../etc/passwd",
             "file:///public/..?x",
             "file:///public/..;x/private",
-            "file:///public/x?a=..",
             "file:///public/%252e%252e/private",
             "file:///public/%25252e%25252e/private",
-            "file:///public/%2525252e",
         ] {
-            assert_eq!(
-                files.decide(ListKind::Resource, uri),
-                Decision::Denied(Denial::AmbiguousUri),
-                "{uri}"
-            );
+            let decision = files.decide(ListKind::Resource, uri);
+            assert!(matches!(decision, Decision::Denied(Denial::ReadAs { .. })), "{uri}: {decision}");
         }
         // Denied as an upstream that parses URIs reads them.
         let guarded = VirtualServer {
@@ -515,7 +580,7 @@ mod tests {
         }
         assert_eq!(
             guarded.decide(ListKind::Resource, "file:/etc/passwd").to_string(),
-            "denied: upstreams that parse URIs read it as `file:///etc/passwd`: denied by `file:///etc/**` (base deny)"
+            "denied: read as a URL (as the TypeScript and Python SDKs do), it is `file:///etc/passwd`, which is denied by `file:///etc/**` (base deny)"
         );
         assert!(guarded.decide(ListKind::Resource, "file:/tmp/x").is_allowed());
         let exact = VirtualServer {

@@ -32,6 +32,39 @@ fn quoted(text: &str) -> String {
     text.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').take(200).collect()
 }
 
+/// What a failed authentication is answered with: the HTTP status, the
+/// short reason for logs and metrics, and the message for the caller.
+/// `toolgate explain` reports the same.
+pub fn answer(error: &AuthError) -> (StatusCode, &'static str, String) {
+    match error {
+        AuthError::Missing => {
+            (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required".to_owned())
+        }
+        AuthError::Invalid(why) => {
+            (StatusCode::UNAUTHORIZED, "invalid_credential", format!("Invalid credential: {why}"))
+        }
+        AuthError::Ambiguous(why) => {
+            (StatusCode::BAD_REQUEST, "ambiguous_credential", format!("Invalid request: {why}"))
+        }
+        AuthError::WrongKind { kind, accepted } => {
+            let accepted: Vec<&str> = accepted.iter().map(|k| k.as_str()).collect();
+            (
+                StatusCode::FORBIDDEN,
+                "credential_kind",
+                format!(
+                    "This server does not accept {kind} credentials; use one of: {}",
+                    accepted.join(", ")
+                ),
+            )
+        }
+        AuthError::InsufficientScope(missing) => (
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("Insufficient scope: the token lacks {}", missing.join(" ")),
+        ),
+    }
+}
+
 /// The refusal for a failed authentication.
 pub fn refusal(
     error: AuthError,
@@ -47,53 +80,23 @@ pub fn refusal(
     } else {
         format!(", scope=\"{}\"", quoted(&server.access.required_scopes.join(" ")))
     };
-    let (status, reason, message, challenge) = match &error {
-        AuthError::Missing => (
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Authentication required".to_owned(),
-            format!("Bearer resource_metadata=\"{metadata}\"{scope}"),
+    let (status, reason, message) = answer(&error);
+    let challenge = match &error {
+        AuthError::Missing => format!("Bearer resource_metadata=\"{metadata}\"{scope}"),
+        AuthError::Invalid(why) => format!(
+            "Bearer resource_metadata=\"{metadata}\"{scope}, error=\"invalid_token\", error_description=\"{}\"",
+            quoted(why)
         ),
-        AuthError::Invalid(why) => (
-            StatusCode::UNAUTHORIZED,
-            "invalid_credential",
-            format!("Invalid credential: {why}"),
-            format!(
-                "Bearer resource_metadata=\"{metadata}\"{scope}, error=\"invalid_token\", error_description=\"{}\"",
-                quoted(why)
-            ),
+        AuthError::Ambiguous(why) => format!(
+            "Bearer resource_metadata=\"{metadata}\", error=\"invalid_request\", error_description=\"{}\"",
+            quoted(why)
         ),
-        AuthError::Ambiguous(why) => (
-            StatusCode::BAD_REQUEST,
-            "ambiguous_credential",
-            format!("Invalid request: {why}"),
-            format!(
-                "Bearer resource_metadata=\"{metadata}\", error=\"invalid_request\", error_description=\"{}\"",
-                quoted(why)
-            ),
+        AuthError::WrongKind { .. } => format!(
+            "Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\", error_description=\"credential kind not accepted here\""
         ),
-        AuthError::WrongKind { kind, accepted } => {
-            let accepted: Vec<&str> = accepted.iter().map(|k| k.as_str()).collect();
-            (
-                StatusCode::FORBIDDEN,
-                "credential_kind",
-                format!(
-                    "This server does not accept {kind} credentials; use one of: {}",
-                    accepted.join(", ")
-                ),
-                format!(
-                    "Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\", error_description=\"credential kind not accepted here\""
-                ),
-            )
-        }
-        AuthError::InsufficientScope(missing) => (
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            format!("Insufficient scope: the token lacks {}", missing.join(" ")),
-            format!(
-                "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{metadata}\"",
-                quoted(&server.access.required_scopes.join(" "))
-            ),
+        AuthError::InsufficientScope(_) => format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{metadata}\"",
+            quoted(&server.access.required_scopes.join(" "))
         ),
     };
     tracing::info!(

@@ -1,0 +1,72 @@
+//! The principal a credential would establish, described without the
+//! credential itself: what `toolgate explain` judges. It follows
+//! [`authenticate`](super::authenticate): an API key or a signing key must
+//! be configured, and brings its own groups and scopes; a JWT must come
+//! from a configured issuer, and brings the groups and scopes it claims.
+
+use super::{AuthError, CredentialKind, Identity, Principal};
+
+/// What is known of a caller: how it authenticates and what its credential
+/// says.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    pub kind: Option<CredentialKind>,
+    pub subject: String,
+    pub issuer: Option<String>,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// The principal, or why no such credential could authenticate under
+/// `identity` (the proxy's 401).
+pub fn principal(identity: &Identity, described: &Described) -> Result<Principal, AuthError> {
+    let kind = described.kind.unwrap_or(if described.subject == "anonymous" {
+        CredentialKind::Anonymous
+    } else {
+        CredentialKind::Jwt
+    });
+    let with = |groups: &[String], scopes: &[String]| Principal {
+        kind,
+        issuer: None,
+        subject: described.subject.clone(),
+        groups: groups.to_vec(),
+        scopes: scopes.to_vec(),
+    };
+    match kind {
+        CredentialKind::Anonymous => Ok(Principal::anonymous()),
+        CredentialKind::ApiKey => identity
+            .api_keys
+            .iter()
+            .find(|key| key.id == described.subject)
+            .map(|key| with(&key.groups, &key.scopes))
+            .ok_or_else(|| AuthError::Invalid(format!("no API key `{}` is configured", described.subject))),
+        CredentialKind::Signature => identity
+            .signatures
+            .as_ref()
+            .and_then(|settings| settings.keys.get(&described.subject))
+            .map(|key| with(&key.groups, &key.scopes))
+            .ok_or_else(|| {
+                AuthError::Invalid(format!("no signing key `{}` is configured", described.subject))
+            }),
+        CredentialKind::TrustedHeader => match &identity.trusted_header {
+            Some(_) => Ok(with(&described.groups, &described.scopes)),
+            None => Err(AuthError::Invalid("no trusted_header is configured".into())),
+        },
+        CredentialKind::Jwt => {
+            let issuer = match (&described.issuer, identity.jwt.as_slice()) {
+                (_, []) => return Err(AuthError::Invalid("no JWT issuer is configured".into())),
+                (Some(issuer), issuers) if issuers.iter().any(|i| &i.issuer == issuer) => issuer.clone(),
+                (Some(issuer), _) => {
+                    return Err(AuthError::Invalid(format!("issuer `{issuer}` is not trusted")));
+                }
+                (None, [only]) => only.issuer.clone(),
+                (None, _) => {
+                    return Err(AuthError::Invalid(
+                        "several JWT issuers are configured: name the token's with --issuer".into(),
+                    ));
+                }
+            };
+            Ok(with(&described.groups, &described.scopes).issued_by(&issuer))
+        }
+    }
+}

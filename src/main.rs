@@ -218,7 +218,16 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
     if args.new_key {
         let mut seed = [0u8; 32];
         rng.fill(&mut seed).map_err(|_| anyhow::anyhow!("no randomness"))?;
-        std::fs::write(&args.key_file, format!("{}\n", STANDARD.encode(seed)))?;
+        // A private key: readable by its owner alone, and never written over.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&args.key_file)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.key_file.display()))?;
+        file.write_all(format!("{}\n", STANDARD.encode(seed)).as_bytes())?;
         let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
             .map_err(|_| anyhow::anyhow!("cannot make a key"))?;
         use aws_lc_rs::signature::KeyPair;

@@ -181,3 +181,19 @@ fn explain_names_the_deciding_pattern_and_rule() {
     let (code, _, err) = run(&["--tool", "x", "--credential", "password"]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn a_new_signing_key_is_private_and_never_written_over() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir();
+    let key = dir.join("agent.key");
+    let file = key.to_string_lossy().into_owned();
+    let out = toolgate(&["sign", "--new-key", "--key-file", &file]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = std::fs::metadata(&key).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode, 0o600, "the private key is readable by its owner alone");
+    let before = std::fs::read(&key).unwrap_or_default();
+    let again = toolgate(&["sign", "--new-key", "--key-file", &file]);
+    assert!(!again.status.success(), "an existing key is not written over");
+    assert_eq!(std::fs::read(&key).unwrap_or_default(), before);
+}

@@ -295,3 +295,71 @@ fn expect_text(reply: Reply, text: Option<&str>) -> Option<String> {
         };
     (!ok).then(|| reply.text())
 }
+
+/// Reads the next data event from a stream body, as text.
+async fn next_data(body: &mut hyper::body::Incoming) -> Result<String, BoxError> {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await?
+            .ok_or("the stream ended")??;
+        if let Some(data) = frame.data_ref() {
+            let text = String::from_utf8_lossy(data).into_owned();
+            if text.contains("data:") {
+                return Ok(text);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_open_get_stream_is_judged_under_the_policy_running_now() -> TestResult {
+    use bytes::Bytes;
+    let (upstream, mut streams) = start_scripted_sse_upstream().await;
+    let servers = |tools: &str| {
+        format!(
+            "virtual_servers:\n  default:\n    anonymous: true\n    tools: {{ allow: [{tools}] }}\n  other:\n    anonymous: true\n"
+        )
+    };
+    let gate = start_gate(&policy(upstream, "", &servers("a, b"))).await;
+    let addr = gate.addr;
+    let opened = tokio::spawn(async move {
+        let headers = [("accept", "text/event-stream"), ("mcp-protocol-version", "2025-06-18")];
+        open(addr, "GET", "/mcp", &headers, http_body_util::Empty::<Bytes>::new()).await
+    });
+    let sender = tokio::time::timeout(Duration::from_secs(10), streams.recv()).await?.ok_or("no request")?;
+    let list = Bytes::from_static(
+        b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}\n\n",
+    );
+    sender.send(list.clone()).await?;
+    let mut body = opened.await??.into_body();
+    let first = next_data(&mut body).await?;
+    assert!(first.contains("\"a\"") && first.contains("\"b\""), "{first}");
+
+    // A reload narrows the view: the next event is judged under it.
+    std::fs::write(&gate.policy_file, policy(upstream, "", &servers("a")))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while generation(gate.admin).await < 2 {
+        assert!(Instant::now() < deadline, "the reload never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sender.send(list.clone()).await?;
+    let second = next_data(&mut body).await?;
+    assert!(second.contains("\"a\"") && !second.contains("\"b\""), "{second}");
+
+    // A reload removes the stream's virtual server: the stream ends.
+    let without_default = "virtual_servers:\n  other:\n    anonymous: true\n";
+    std::fs::write(&gate.policy_file, policy(upstream, "", without_default))?;
+    while generation(gate.admin).await < 3 {
+        assert!(Instant::now() < deadline, "the reload never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sender.send(list).await?;
+    let last = next_data(&mut body).await?;
+    assert!(last.contains("withheld") && !last.contains("\"a\""), "{last}");
+    use http_body_util::BodyExt;
+    let end = tokio::time::timeout(Duration::from_secs(5), body.frame()).await?;
+    assert!(end.is_none(), "the stream is closed");
+    gate.shutdown().await;
+    Ok(())
+}

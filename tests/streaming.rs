@@ -156,7 +156,7 @@ async fn an_unreachable_upstream_is_a_502_with_a_json_rpc_error() -> TestResult 
 async fn a_silent_upstream_is_a_504_and_other_requests_go_on() -> TestResult {
     static SILENT: &[&[u8]] = &[];
     let upstream = start_raw_upstream(SILENT.iter().map(|c| c.to_vec()).collect(), true).await;
-    let text = policy(upstream, "", "").replace("timeout: 5s", "timeout: 300ms");
+    let text = policy(upstream, "", "").replace("response_timeout: 5s", "response_timeout: 300ms");
     let gate = start_gate(&text).await;
     let started = Instant::now();
     let waiting: Vec<_> = (0..4)

@@ -11,8 +11,8 @@ use crate::identity::{
 };
 use crate::mcp::version::ProtocolVersion;
 use crate::policy::{
-    AllowedHosts, AllowedOrigins, DEFAULT_SERVER, DenialStyle, Grants, ListKind, Policy, PolicyMeta, Rule,
-    Transport, Upstream, VirtualServer, pattern,
+    AllowedHosts, AllowedOrigins, DEFAULT_SERVER, DenialStyle, Grants, ListKind, Policy, PolicyMeta,
+    ResponseTimeouts, Rule, Transport, Upstream, VirtualServer, pattern,
 };
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
@@ -116,10 +116,22 @@ impl UpstreamDoc {
         let Some(authority) = uri.authority().cloned() else {
             return Err(invalid_at(path, &self.url, "upstream url needs a host"));
         };
-        if self.timeout.0.is_zero() {
-            return Err(invalid_at(path, &self.url, "upstream timeout must be greater than zero"));
+        if let Some(old) = &self.timeout {
+            return Err(invalid_at(
+                path,
+                old,
+                "upstream.timeout is split in two: connect_timeout (connecting, default 5s) and response_timeout (until the answer's head, default 5m; virtual servers and tools may have their own)",
+            ));
         }
-        Ok(Upstream { authority, path: uri.path().to_owned(), timeout: self.timeout.0 })
+        if self.connect_timeout.0.is_zero() || self.response_timeout.0.is_zero() {
+            return Err(invalid_at(path, &self.url, "upstream timeouts must be greater than zero"));
+        }
+        Ok(Upstream {
+            authority,
+            path: uri.path().to_owned(),
+            connect_timeout: self.connect_timeout.0,
+            response_timeout: self.response_timeout.0,
+        })
     }
 }
 
@@ -282,7 +294,16 @@ impl VirtualServerDoc {
             audiences,
         };
         checks::access(path, name, at, &access, identity, warnings)?;
-        Ok(VirtualServer { name: name.to_owned(), base, rules, denial, access })
+        let mut tools = Vec::with_capacity(self.tool_timeouts.len());
+        for entry in &self.tool_timeouts {
+            for pattern in &entry.value.tools {
+                pattern::validate(pattern).map_err(|m| invalid_at(path, entry, m))?;
+            }
+            let patterns = pattern::PatternSet::new(entry.value.tools.iter().map(String::as_str), false);
+            tools.push((patterns, entry.value.response_timeout.0));
+        }
+        let timeouts = ResponseTimeouts { default: self.response_timeout.map(|t| t.0), tools };
+        Ok(VirtualServer { name: name.to_owned(), base, rules, denial, access, timeouts })
     }
 }
 

@@ -231,6 +231,10 @@ pub(super) struct VirtualServerDoc {
     #[serde(default)]
     pub(super) audiences: Vec<String>,
     #[serde(default)]
+    pub(super) response_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub(super) tool_timeouts: Vec<Spanned<ToolTimeoutDoc>>,
+    #[serde(default)]
     pub(super) credentials: Vec<String>,
     #[serde(default)]
     pub(super) required_scopes: Vec<String>,
@@ -355,12 +359,27 @@ pub(super) fn default_drain() -> HumanDuration {
 #[serde(deny_unknown_fields)]
 pub(super) struct UpstreamDoc {
     pub(super) url: Spanned<String>,
-    #[serde(default = "default_upstream_timeout")]
-    pub(super) timeout: HumanDuration,
+    /// No longer read: split into the two below. Kept to say so.
+    #[serde(default)]
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
+    #[serde(default = "default_connect_timeout")]
+    pub(super) connect_timeout: HumanDuration,
+    #[serde(default = "default_response_timeout")]
+    pub(super) response_timeout: HumanDuration,
 }
 
-pub(super) fn default_upstream_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
+pub(super) fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+pub(super) fn default_response_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ToolTimeoutDoc {
+    pub(super) tools: Vec<String>,
+    pub(super) response_timeout: HumanDuration,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,20 @@ pub struct Described {
     pub scopes: Vec<String>,
 }
 
+impl Described {
+    /// An established principal, to be established again under another
+    /// policy (an open stream after a reload).
+    pub fn of(principal: &Principal) -> Self {
+        Self {
+            kind: Some(principal.kind),
+            subject: principal.subject.clone(),
+            issuer: principal.issuer.clone(),
+            groups: principal.groups.clone(),
+            scopes: principal.scopes.clone(),
+        }
+    }
+}
+
 /// The principal, or why no such credential could authenticate under
 /// `identity` (the proxy's 401).
 pub fn principal(identity: &Identity, described: &Described) -> Result<Principal, AuthError> {

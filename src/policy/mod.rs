@@ -10,7 +10,7 @@ mod virtual_server;
 pub use crate::identity::Principal;
 pub use hosts::{AllowedHosts, AllowedOrigins};
 pub use virtual_server::{
-    Decision, Denial, DenialStyle, Grants, ListKind, Rule, Source, View, VirtualServer,
+    Decision, Denial, DenialStyle, Grants, ListKind, ResponseTimeouts, Rule, Source, View, VirtualServer,
 };
 
 use crate::mcp::version::ProtocolVersion;
@@ -75,8 +75,11 @@ pub struct Upstream {
     pub authority: Authority,
     /// The upstream's MCP endpoint path, e.g. `/mcp`.
     pub path: String,
-    /// How long to wait for the upstream's response head, connecting included.
-    pub timeout: Duration,
+    /// How long connecting to the upstream may take.
+    pub connect_timeout: Duration,
+    /// How long to wait for the upstream's response head, connecting
+    /// included (a virtual server or a tool pattern may say otherwise).
+    pub response_timeout: Duration,
 }
 
 /// The transport rules of the MCP Streamable HTTP specification, with the

@@ -220,6 +220,25 @@ pub struct VirtualServer {
     pub rules: Vec<Rule>,
     pub denial: DenialStyle,
     pub access: Access,
+    pub timeouts: ResponseTimeouts,
+}
+
+/// How long this virtual server waits for the upstream's response head:
+/// per tool-name pattern for `tools/call` (first match wins), else its own
+/// default, else the upstream's.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseTimeouts {
+    pub default: Option<std::time::Duration>,
+    pub tools: Vec<(PatternSet, std::time::Duration)>,
+}
+
+impl ResponseTimeouts {
+    /// The timeout for a request calling `tool` (if it calls one).
+    pub fn for_call(&self, tool: Option<&str>) -> Option<std::time::Duration> {
+        tool.and_then(|name| self.tools.iter().find(|(patterns, _)| patterns.find(name).is_some()))
+            .map(|(_, timeout)| *timeout)
+            .or(self.default)
+    }
 }
 
 /// A virtual server as one principal sees it: the base grants and the rules
@@ -353,6 +372,7 @@ mod tests {
             ],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         }
     }
 
@@ -413,6 +433,7 @@ mod tests {
             }],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         };
         let from_a = principal("x", &["sre"]);
         assert!(vs.view(&from_a).decide(ListKind::Tool, "restart_db").is_allowed());
@@ -434,6 +455,7 @@ mod tests {
             }],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         };
         let anon = Principal::anonymous();
         assert!(vs.view(&anon).decide(ListKind::Tool, "read_x").is_allowed());
@@ -455,6 +477,7 @@ mod tests {
             rules: vec![],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         };
         let anon = Principal::anonymous();
         let view = all.view(&anon);
@@ -477,6 +500,7 @@ mod tests {
             rules: vec![],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         };
         let anon = Principal::anonymous();
         assert_eq!(vs.view(&anon).decide(ListKind::Tool, "anything"), Decision::Denied(Denial::NotAllowed));
@@ -511,6 +535,7 @@ mod tests {
             rules: vec![],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         };
         let files = files.view(&anon);
         assert!(files.decide(ListKind::Resource, "file:///public/a/b.md").is_allowed());
@@ -567,6 +592,7 @@ mod tests {
             rules: vec![],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         };
         let guarded = guarded.view(&anon);
         for uri in [
@@ -589,6 +615,7 @@ mod tests {
             rules: vec![],
             denial: DenialStyle::Hidden,
             access: Access::default(),
+            timeouts: Default::default(),
         };
         assert!(exact.view(&anon).decide(ListKind::Tool, "ünïcode").is_allowed());
     }

@@ -21,13 +21,17 @@ use hyper_util::rt::TokioExecutor;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The pooled client every request to the upstream goes through.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<TimedConnector, Full<Bytes>>,
+    /// The running policy's `upstream.connect_timeout`, in milliseconds.
+    connect_timeout: Arc<AtomicU64>,
 }
 
 impl Default for UpstreamClient {
@@ -36,44 +40,92 @@ impl Default for UpstreamClient {
     }
 }
 
+/// Connecting to the upstream takes at most `upstream.connect_timeout`,
+/// read when each connection is made, so that a reload changes it.
+#[derive(Clone)]
+struct TimedConnector {
+    inner: HttpConnector,
+    timeout_ms: Arc<AtomicU64>,
+}
+
+/// The upstream could not be connected to in time.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting took longer than {0} ms")]
+struct ConnectTimeout(u64);
+
+impl tower_service::Service<Uri> for TimedConnector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let millis = self.timeout_ms.load(Ordering::Relaxed);
+        Box::pin(async move {
+            match tokio::time::timeout(Duration::from_millis(millis), connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(ConnectTimeout(millis).into()),
+            }
+        })
+    }
+}
+
 impl UpstreamClient {
     pub fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(true);
+        let connect_timeout = Arc::new(AtomicU64::new(5_000));
+        let connector = TimedConnector { inner: connector, timeout_ms: connect_timeout.clone() };
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Self { client }
+        Self { client, connect_timeout }
     }
 
     /// Sends the request and returns the upstream's response head with a
-    /// streaming body, or the refusal that tells the caller what failed.
+    /// streaming body, or the refusal that tells the caller what failed:
+    /// 502 when the upstream cannot be reached (within `connect_timeout`),
+    /// 504 when its response head does not come within `response_timeout`.
     pub async fn send(
         &self,
         upstream: &Upstream,
         request: Request<Full<Bytes>>,
+        response_timeout: Duration,
         ending: &Ending,
     ) -> Result<Response<UpstreamBody>, Refusal> {
-        let response = match tokio::time::timeout(upstream.timeout, self.client.request(request)).await {
+        self.connect_timeout.store(upstream.connect_timeout.as_millis() as u64, Ordering::Relaxed);
+        let response = match tokio::time::timeout(response_timeout, self.client.request(request)).await {
             Err(_) => {
-                tracing::warn!(upstream = %upstream.authority, timeout_ms = upstream.timeout.as_millis() as u64, "upstream did not answer in time");
+                tracing::warn!(upstream = %upstream.authority, timeout_ms = response_timeout.as_millis() as u64, "upstream did not answer in time");
                 return Err(Refusal::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     code::INTERNAL_ERROR,
                     "upstream_timeout",
                     format!(
                         "The upstream MCP server did not answer within {} ms",
-                        upstream.timeout.as_millis()
+                        response_timeout.as_millis()
                     ),
                 ));
             }
             Ok(Err(error)) => {
                 tracing::warn!(upstream = %upstream.authority, error = %error_chain(&error), "upstream request failed");
+                let message = if caused_by::<ConnectTimeout>(&error) {
+                    format!(
+                        "The upstream MCP server could not be reached within {} ms",
+                        upstream.connect_timeout.as_millis()
+                    )
+                } else {
+                    "The upstream MCP server is unavailable".to_owned()
+                };
                 return Err(Refusal::new(
                     StatusCode::BAD_GATEWAY,
                     code::INTERNAL_ERROR,
                     "upstream_unavailable",
-                    "The upstream MCP server is unavailable",
+                    message,
                 ));
             }
             Ok(Ok(response)) => response,
@@ -82,6 +134,18 @@ impl UpstreamClient {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, UpstreamBody { inner: body, done: false, ending: ending.clone() }))
     }
+}
+
+/// Whether `E` is in the chain of causes of `error`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<E>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -305,7 +369,8 @@ mod tests {
         let upstream = Upstream {
             authority: "10.0.0.1:8080".parse()?,
             path: "/mcp".into(),
-            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
         };
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("gw.example.com"));

@@ -21,7 +21,8 @@
 
 use super::exchange::{End, Ending};
 use super::forward::{ReadError, UpstreamBody};
-use super::{PARSE_INLINE, ProxyBody};
+use super::{Gateway, PARSE_INLINE, ProxyBody};
+use crate::identity::{self, describe};
 use crate::mcp::headers::{self, SingleHeader};
 use crate::mcp::list_filter::{self, Outcome, Removed};
 use crate::mcp::sse::{self, Splitter};
@@ -42,8 +43,14 @@ use std::task::{Context, Poll};
 
 /// Everything needed to judge an answer after the request has gone: the
 /// request's snapshot, virtual server and principal.
+///
+/// A GET stream lives on across reloads: its events are judged under the
+/// policy running when each arrives (`live`), and the stream ends as soon
+/// as that policy no longer has its virtual server or no longer admits its
+/// caller. Every other answer is judged under its request's snapshot.
 pub struct Judge {
     pub policy: Arc<Policy>,
+    pub live: Option<Arc<Gateway>>,
     pub server: String,
     pub principal: Principal,
     pub metrics: Arc<Metrics>,
@@ -51,6 +58,8 @@ pub struct Judge {
     pub request_ids: Vec<Box<RawValue>>,
     /// Told when a stream is withheld part-way, for the access log.
     pub ending: Ending,
+    /// How long a JSON answer's body may take to arrive after its head.
+    pub body_timeout: std::time::Duration,
 }
 
 enum Verdict {
@@ -63,15 +72,35 @@ impl Judge {
         self.policy.transport.max_list_result
     }
 
+    /// The policy an answer is judged under, and the caller as it admits
+    /// them; an error when a reload has taken away the virtual server or
+    /// the caller's access (a live stream then ends).
+    fn current(&self) -> Result<(Arc<Policy>, Option<Principal>), String> {
+        let Some(gateway) = &self.live else {
+            return Ok((self.policy.clone(), None));
+        };
+        let policy = gateway.policy.load();
+        let server =
+            policy.virtual_server(&self.server).ok_or("a reload removed the stream's virtual server")?;
+        let principal = describe::principal(&policy.identity, &describe::Described::of(&self.principal))
+            .and_then(|principal| identity::admit(&server.access, &principal).map(|()| principal))
+            .map_err(|_| {
+                "after a reload, the virtual server no longer admits the stream's caller".to_owned()
+            })?;
+        Ok((policy, Some(principal)))
+    }
+
     /// Filters one JSON text (a message or a batch of them).
     fn judge(&self, text: &[u8]) -> Result<Option<Vec<u8>>, String> {
         if !list_filter::may_hold_list(text) {
             return Ok(None);
         }
-        let Some(server) = self.policy.virtual_server(&self.server) else {
+        let (policy, readmitted) = self.current()?;
+        let Some(server) = policy.virtual_server(&self.server) else {
             return Err("the virtual server is gone from the policy".into());
         };
-        let view = server.view(&self.principal);
+        let principal = readmitted.as_ref().unwrap_or(&self.principal);
+        let view = server.view(principal);
         let mut removed: Vec<Removed> = Vec::new();
         let mut kept = [0u64; 4];
         let outcome = list_filter::filter(
@@ -91,7 +120,7 @@ impl Judge {
             self.metrics.list_decisions(&self.server, kind, kept[kind as usize], denied);
         }
         if !removed.is_empty() {
-            telemetry::audit_list_filtered(&self.server, &self.principal, &removed);
+            telemetry::audit_list_filtered(&self.server, principal, &removed);
         }
         Ok(match outcome {
             Outcome::Unchanged => None,
@@ -104,6 +133,11 @@ impl Judge {
     /// canonical form (see [`sse::Event`]), so no reader finds data toolgate
     /// did not judge.
     fn event(&self, event: sse::Event) -> Verdict {
+        if self.live.is_some()
+            && let Err(reason) = self.current()
+        {
+            return Verdict::Refuse(reason);
+        }
         if !event.has_data {
             return Verdict::Forward(event.forwardable());
         }
@@ -194,7 +228,11 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
             Response::from_parts(parts, FilteredEvents::new(judge, body).boxed_unsync())
         }
         Ok(Media::Json) => {
-            let bytes = match body.read_whole(limit).await {
+            let read = tokio::time::timeout(judge.body_timeout, body.read_whole(limit));
+            let bytes = match read
+                .await
+                .unwrap_or_else(|_| Err(ReadError::Aborted("it did not arrive in time".into())))
+            {
                 Ok(bytes) => bytes,
                 Err(ReadError::TooLarge) => {
                     return judge

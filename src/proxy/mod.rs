@@ -27,7 +27,7 @@ pub use refusal::Refusal;
 use crate::identity;
 use crate::mcp::envelope::{self, Kind, Payload};
 use crate::mcp::headers::{self, SingleHeader};
-use crate::policy::{DEFAULT_SERVER, Policy, VirtualServer};
+use crate::policy::{DEFAULT_SERVER, Policy, Upstream, VirtualServer};
 use crate::telemetry::{Metrics, Untrusted, rpc_method_label};
 use bytes::Bytes;
 use exchange::Exchange;
@@ -39,7 +39,7 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Every response body toolgate sends: a refusal, or the upstream's stream.
 pub type ProxyBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -77,7 +77,7 @@ pub async fn handle(
 }
 
 async fn pipeline(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     policy: &Arc<Policy>,
     request: Request<Incoming>,
     peer: SocketAddr,
@@ -105,7 +105,8 @@ async fn pipeline(
             &policy.identity,
             &anonymous,
         )?;
-        let response = gateway.upstream.send(&policy.upstream, outbound, &exchange.ending).await?;
+        let timeout = server.timeouts.default.unwrap_or(policy.upstream.response_timeout);
+        let response = gateway.upstream.send(&policy.upstream, outbound, timeout, &exchange.ending).await?;
         return Ok(response.map(|body| body.boxed_unsync()));
     }
     let signed = identity::signature::Request {
@@ -124,6 +125,9 @@ async fn pipeline(
     // The ids of the requests the answer is for, when it must be inspected
     // (every answer to a POST or a GET); `None` when it passes as bytes.
     let mut inspect_for: Option<Vec<Box<serde_json::value::RawValue>>> = None;
+    // The id an error answer echoes: the request's, when it is one request.
+    let mut reply_id: Option<Box<serde_json::value::RawValue>> = None;
+    let mut response_timeout = server.timeouts.default.unwrap_or(policy.upstream.response_timeout);
     let mut opens_session = false;
     let body = match parts.method {
         Method::POST => {
@@ -150,6 +154,10 @@ async fn pipeline(
                 exchange.refusal = Some("policy");
                 return Ok(answer);
             }
+            if let Payload::Single(message) = &payload {
+                reply_id = message.id().map(ToOwned::to_owned);
+            }
+            response_timeout = timeout_for(server, &policy.upstream, &payload);
             inspect_for = Some(
                 payload
                     .messages()
@@ -185,15 +193,16 @@ async fn pipeline(
     if let Some(id) = &session_id
         && gateway.sessions.check(id, &principal.owner_key(), settings.idle) == session::Binding::Unknown
     {
-        return Err(Refusal::new(StatusCode::NOT_FOUND, -32001, "session", "Session not found"));
+        return Err(Refusal::new(StatusCode::NOT_FOUND, -32001, "session", "Session not found")
+            .with_id(reply_id.as_deref()));
     }
     let method = parts.method.clone();
     let upstream = &policy.upstream;
     let outbound = forward::upstream_request(upstream, parts, peer, body, &policy.identity, &principal)?;
     let started = Instant::now();
-    let result = gateway.upstream.send(upstream, outbound, &exchange.ending).await;
+    let result = gateway.upstream.send(upstream, outbound, response_timeout, &exchange.ending).await;
     gateway.metrics.upstream_answered(started.elapsed(), result.as_ref().map(|r| r.status().as_u16()).ok());
-    let response = result?;
+    let response = result.map_err(|refusal| refusal.with_id(reply_id.as_deref()))?;
     if response.status().is_success() {
         if opens_session
             && let Some(id) = response.headers().get(&headers::MCP_SESSION_ID).and_then(|v| v.to_str().ok())
@@ -226,11 +235,13 @@ async fn pipeline(
         Some(request_ids) => {
             let judge = inspect::Judge {
                 policy: policy.clone(),
+                live: (method == Method::GET).then(|| gateway.clone()),
                 server: server.name.clone(),
                 principal,
                 metrics: gateway.metrics.clone(),
                 request_ids,
                 ending: exchange.ending.clone(),
+                body_timeout: response_timeout,
             };
             inspect::inspect(judge, response).await
         }
@@ -279,6 +290,25 @@ async fn read_body(body: Incoming, limit: usize, timeout: std::time::Duration) -
             format!("The request body did not arrive within {} ms", timeout.as_millis()),
         )),
     }
+}
+
+/// How long the upstream may take to answer a POST's head: the longest its
+/// messages are allowed (a `tools/call` by the virtual server's tool
+/// pattern, else the virtual server's, else the upstream's timeout).
+fn timeout_for(server: &VirtualServer, upstream: &Upstream, payload: &Payload<'_>) -> Duration {
+    let default = server.timeouts.default.unwrap_or(upstream.response_timeout);
+    payload
+        .messages()
+        .iter()
+        .map(|message| {
+            let tool = match message.method() {
+                Some("tools/call") => message.params.name.as_ref().and_then(envelope::Field::as_str),
+                _ => None,
+            };
+            server.timeouts.for_call(tool).unwrap_or(default)
+        })
+        .max()
+        .unwrap_or(default)
 }
 
 /// Bodies larger than this are parsed on the blocking pool, so that no

@@ -117,7 +117,7 @@ pub const ALLOW_ALL: &str = "virtual_servers:\n  default:\n    anonymous: true\n
 pub fn policy(upstream: SocketAddr, transport: &str, top: &str) -> String {
     let servers = if top.contains("virtual_servers:") { "" } else { ALLOW_ALL };
     format!(
-        "version: 1\nlisten:\n  drain: 5s\nupstream:\n  url: http://{upstream}/mcp\n  timeout: 5s\ntransport:\n  allowed_hosts: [localhost, 127.0.0.1]\n{transport}\n{top}\n{servers}"
+        "version: 1\nlisten:\n  drain: 5s\nupstream:\n  url: http://{upstream}/mcp\n  response_timeout: 5s\ntransport:\n  allowed_hosts: [localhost, 127.0.0.1]\n{transport}\n{top}\n{servers}"
     )
 }
 

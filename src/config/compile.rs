@@ -41,20 +41,19 @@ impl PolicyDoc {
                         .into(),
             });
         }
-        if l.proxy == l.admin {
-            return Err(ConfigError::Invalid {
-                path: path.display().to_string(),
-                line: 1,
-                column: 1,
-                message: format!(
+        if l.proxy == l.admin.value {
+            return Err(invalid_at(
+                path,
+                &l.admin,
+                format_args!(
                     "listen.proxy and listen.admin are both {}: give the admin endpoints (metrics, health) an address of their own",
                     l.proxy
                 ),
-            });
+            ));
         }
         let listen = ListenSettings {
             proxy: l.proxy,
-            admin: l.admin,
+            admin: l.admin.value,
             drain: l.drain.0,
             max_connections: l.max_connections,
             idle_timeout: l.idle_timeout.0,

@@ -311,7 +311,7 @@ pub(super) struct ListenDoc {
     #[serde(default = "default_proxy_addr")]
     pub(super) proxy: SocketAddr,
     #[serde(default = "default_admin_addr")]
-    pub(super) admin: SocketAddr,
+    pub(super) admin: Spanned<SocketAddr>,
     #[serde(default = "default_drain")]
     pub(super) drain: HumanDuration,
     #[serde(default = "default_max_connections")]
@@ -348,8 +348,9 @@ pub(super) fn default_handshake_timeout() -> HumanDuration {
 pub(super) fn default_proxy_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8000))
 }
-pub(super) fn default_admin_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
+pub(super) fn default_admin_addr() -> Spanned<SocketAddr> {
+    let unknown = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(SocketAddr::from(([127, 0, 0, 1], 9090)), unknown, unknown)
 }
 pub(super) fn default_drain() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))

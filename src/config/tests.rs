@@ -241,7 +241,11 @@ fn contradictions_are_errors_with_their_place() {
     let message = error_of(&format!(
         "version: 1\nlisten: {{ proxy: '127.0.0.1:8000', admin: '127.0.0.1:8000' }}\nupstream: {{ url: http://x/mcp }}\n{VS}"
     ));
-    assert!(message.contains("listen.proxy and listen.admin are both 127.0.0.1:8000"), "{message}");
+    assert!(
+        message.starts_with("policy.yaml:2:43: ")
+            && message.contains("listen.proxy and listen.admin are both 127.0.0.1:8000"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -1,11 +1,21 @@
-//! One client connection, bounded in time: which protocol it speaks is
-//! decided within `listen.handshake_timeout` (a connection that sends
-//! nothing, or half an HTTP/2 preface, is closed); it is served as HTTP/1.1
-//! or h2c (prior knowledge); it is closed once idle — no request in flight
-//! — for `listen.idle_timeout`; and it is closed gracefully when the server
-//! drains. HTTP/1.1 headers must also arrive within the idle timeout
-//! (hyper's header read timeout), and HTTP/2 peers are pinged so that a
-//! vanished one is noticed.
+//! One client connection, bounded in time.
+//!
+//! - Which protocol it speaks is decided within `listen.handshake_timeout`
+//!   from its first bytes (read, then replayed to the protocol): a
+//!   connection that sends nothing, or half an HTTP/2 preface, is closed.
+//! - It is served as HTTP/1.1 or h2c (prior knowledge; at most
+//!   [`H2_STREAMS`] streams at once), and HTTP/2 peers are pinged so that a
+//!   vanished one is noticed.
+//! - Idle — no request in flight — for `listen.idle_timeout`, it is closed;
+//!   when the server is at its connection cap, after only [`SHED_IDLE`],
+//!   so that idle connections cannot keep new clients waiting. HTTP/1.1
+//!   request headers must arrive within the idle timeout too.
+//! - A client that stops reading its answers (an HTTP/2 window left at
+//!   zero, responses never read) is found out: an answer whose next bytes
+//!   have waited `idle_timeout` for the client to take the last ones gets
+//!   the connection closed outright.
+//! - It is closed gracefully when the server drains; a graceful close that
+//!   cannot finish (the client reads nothing) is cut after the idle timeout.
 
 use crate::proxy::ProxyBody;
 use bytes::Bytes;
@@ -17,11 +27,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -32,6 +44,22 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// What the server tells its connections while they run.
+#[derive(Clone)]
+pub struct Signals {
+    /// The server drains: close gracefully.
+    pub drain: watch::Receiver<bool>,
+    /// The server is at its connection cap: close when idle at all.
+    pub pressure: watch::Receiver<bool>,
+}
+
+/// Concurrent HTTP/2 streams per connection: each may hold a body and an
+/// answer in memory and an upstream connection.
+pub const H2_STREAMS: u32 = 32;
+
+/// How long a connection may be idle while clients wait for a slot.
+pub const SHED_IDLE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Http1,
@@ -40,32 +68,89 @@ enum Protocol {
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Reads (without consuming) as much of the stream as decides its
-/// protocol: the HTTP/2 connection preface, or anything else. Decided on
-/// the first bytes in practice (`POST`, `GET` differ from `PRI` at once).
-async fn detect(stream: &TcpStream) -> std::io::Result<Protocol> {
-    let mut start = [0u8; PREFACE.len()];
+/// Reads as much of the stream as decides its protocol: the HTTP/2
+/// connection preface, or anything else (`POST`, `GET` differ from `PRI`
+/// at once). The bytes read are replayed to the protocol.
+async fn detect(stream: &mut TcpStream) -> io::Result<(Protocol, Vec<u8>)> {
+    let mut start = Vec::with_capacity(PREFACE.len());
     loop {
-        let read = stream.peek(&mut start).await?;
+        let mut chunk = [0u8; PREFACE.len()];
+        let wanted = PREFACE.len() - start.len();
+        let read = stream.read(&mut chunk[..wanted]).await?;
         if read == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if start[..read] != PREFACE[..read] {
-            return Ok(Protocol::Http1);
+        start.extend_from_slice(&chunk[..read]);
+        if start[..] != PREFACE[..start.len()] {
+            return Ok((Protocol::Http1, start));
         }
-        if read == PREFACE.len() {
-            return Ok(Protocol::Http2);
+        if start.len() == PREFACE.len() {
+            return Ok((Protocol::Http2, start));
         }
-        // Part of a preface: the rest is on its way (or the deadline ends it).
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-/// Requests in flight on one connection, and when it was last busy.
+/// A stream whose first bytes were read already: they are read again first.
+struct Replayed {
+    start: Vec<u8>,
+    position: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Replayed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.position < self.start.len() {
+            let left = &self.start[self.position..];
+            let n = left.len().min(buf.remaining());
+            buf.put_slice(&left[..n]);
+            self.position += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replayed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Requests in flight on one connection, when it was last busy, and
+/// whether its client is taking what it is sent.
 struct Activity {
     base: Instant,
     in_flight: AtomicUsize,
-    last_millis: AtomicU64,
+    /// Milliseconds since `base` when a request last ended.
+    last_done: AtomicU64,
+    /// Answers that gave hyper bytes it has not yet come back for.
+    owed: AtomicUsize,
+    /// Milliseconds since `base` when hyper last came back for more.
+    last_taken: AtomicU64,
 }
 
 impl Activity {
@@ -73,28 +158,27 @@ impl Activity {
         Arc::new(Self {
             base: Instant::now(),
             in_flight: AtomicUsize::new(0),
-            last_millis: AtomicU64::new(0),
+            last_done: AtomicU64::new(0),
+            owed: AtomicUsize::new(0),
+            last_taken: AtomicU64::new(0),
         })
     }
 
-    fn touch(&self) {
-        self.last_millis.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
     }
 
-    /// Resolves once nothing has been in flight for `timeout`.
-    async fn idle(&self, timeout: Duration) {
-        loop {
-            let wait = if self.in_flight.load(Ordering::Relaxed) > 0 {
-                timeout
-            } else {
-                let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
-                (last + timeout).saturating_sub(self.base.elapsed())
-            };
-            if wait.is_zero() {
-                return;
-            }
-            tokio::time::sleep(wait).await;
-        }
+    fn since(&self, stamp: &AtomicU64) -> Duration {
+        self.base.elapsed().saturating_sub(Duration::from_millis(stamp.load(Ordering::Relaxed)))
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        (self.in_flight.load(Ordering::Relaxed) == 0).then(|| self.since(&self.last_done))
+    }
+
+    /// Whether an answer has waited `timeout` for the client to take bytes.
+    fn stalled(&self, timeout: Duration) -> bool {
+        self.owed.load(Ordering::Relaxed) > 0 && self.since(&self.last_taken) >= timeout
     }
 }
 
@@ -112,14 +196,33 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        self.0.last_done.store(self.0.now(), Ordering::Relaxed);
     }
 }
 
-/// A response body that holds its request's [`InFlight`].
+/// A response body that holds its request's [`InFlight`] and tells the
+/// connection whether hyper keeps coming back for more.
 struct Tracked {
     inner: ProxyBody,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    owed: bool,
+}
+
+impl Tracked {
+    fn settle(&mut self) {
+        if self.owed {
+            self.owed = false;
+            let activity = &self.in_flight.0;
+            activity.owed.fetch_sub(1, Ordering::Relaxed);
+            activity.last_taken.store(activity.now(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.settle();
+    }
 }
 
 impl Body for Tracked {
@@ -130,7 +233,16 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        self.settle();
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(_)) = &polled {
+            self.owed = true;
+            let activity = &self.in_flight.0;
+            if activity.owed.fetch_add(1, Ordering::Relaxed) == 0 {
+                activity.last_taken.store(activity.now(), Ordering::Relaxed);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -142,15 +254,15 @@ impl Body for Tracked {
     }
 }
 
-/// Serves one accepted connection with `handler` until it ends, goes idle,
-/// or `drain` says the server is shutting down.
-pub async fn serve<F, Fut>(stream: TcpStream, handler: F, timeouts: Timeouts, drain: watch::Receiver<bool>)
+/// Serves one accepted connection with `handler` until it ends, goes idle
+/// or stalls, or the server drains.
+pub async fn serve<F, Fut>(mut stream: TcpStream, handler: F, timeouts: Timeouts, signals: Signals)
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
-    let protocol = match tokio::time::timeout(timeouts.handshake, detect(&stream)).await {
-        Ok(Ok(protocol)) => protocol,
+    let (protocol, start) = match tokio::time::timeout(timeouts.handshake, detect(&mut stream)).await {
+        Ok(Ok(detected)) => detected,
         Ok(Err(_)) | Err(_) => return,
     };
     let activity = Activity::new();
@@ -161,46 +273,68 @@ where
         let answer = handler(request);
         async move {
             let response = answer.await?;
-            Ok::<_, Infallible>(response.map(|inner| Tracked { inner, _in_flight: in_flight }.boxed_unsync()))
+            Ok::<_, Infallible>(
+                response.map(|inner| Tracked { inner, in_flight, owed: false }.boxed_unsync()),
+            )
         }
     });
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(Replayed { start, position: 0, inner: stream });
     match protocol {
         Protocol::Http1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(timeouts.idle);
             let connection = builder.serve_connection(io, service);
-            drive(connection, |c| c.graceful_shutdown(), &activity, timeouts.idle, drain).await;
+            drive(connection, |c| c.graceful_shutdown(), &activity, timeouts.idle, signals).await;
         }
         Protocol::Http2 => {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
+                .max_concurrent_streams(H2_STREAMS)
                 .keep_alive_interval(Some(timeouts.idle.min(Duration::from_secs(30))))
                 .keep_alive_timeout(Duration::from_secs(20));
             let connection = builder.serve_connection(io, service);
-            drive(connection, |c| c.graceful_shutdown(), &activity, timeouts.idle, drain).await;
+            drive(connection, |c| c.graceful_shutdown(), &activity, timeouts.idle, signals).await;
         }
     }
 }
 
-/// Runs a connection to its end, closing it gracefully when it has been
-/// idle too long or the server drains.
+/// How often a connection looks at its own activity.
+fn tick(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(50), SHED_IDLE)
+}
+
+/// Runs a connection to its end: closed gracefully when idle (sooner under
+/// pressure) or when the server drains, and outright when its client has
+/// stalled or a graceful close cannot finish.
 async fn drive<C>(
     connection: C,
     graceful: impl Fn(Pin<&mut C>),
     activity: &Activity,
     idle: Duration,
-    mut drain: watch::Receiver<bool>,
+    mut signals: Signals,
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(connection);
-    let mut closing = *drain.borrow();
-    if closing {
-        graceful(connection.as_mut());
-    }
+    let mut closing: Option<Instant> = None;
+    // A signal whose sender is gone has nothing more to say.
+    let (mut drain_open, mut pressure_open) = (true, true);
+    let mut ticks = tokio::time::interval(tick(idle));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if closing.is_none() {
+            let under_pressure = *signals.pressure.borrow();
+            let limit = if under_pressure { SHED_IDLE.min(idle) } else { idle };
+            if *signals.drain.borrow() || activity.idle_for().is_some_and(|quiet| quiet >= limit) {
+                closing = Some(Instant::now());
+                graceful(connection.as_mut());
+            }
+        }
+        if activity.stalled(idle) || closing.is_some_and(|since| since.elapsed() >= idle) {
+            tracing::debug!("closing a connection whose client takes nothing");
+            return;
+        }
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -208,16 +342,11 @@ async fn drive<C>(
                 }
                 return;
             }
-            changed = drain.changed(), if !closing => {
-                if changed.is_err() || *drain.borrow() {
-                    closing = true;
-                    graceful(connection.as_mut());
-                }
+            changed = signals.drain.changed(), if closing.is_none() && drain_open => drain_open = changed.is_ok(),
+            changed = signals.pressure.changed(), if closing.is_none() && pressure_open => {
+                pressure_open = changed.is_ok();
             }
-            () = activity.idle(idle), if !closing => {
-                closing = true;
-                graceful(connection.as_mut());
-            }
+            _ = ticks.tick() => {}
         }
     }
 }

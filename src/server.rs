@@ -3,7 +3,7 @@
 
 use crate::admin::{self, Readiness};
 use crate::config::{self, ConfigError, ListenSettings};
-use crate::connection::{self, Timeouts};
+use crate::connection::{self, Signals, Timeouts};
 use crate::limits::{self, Throttled};
 use crate::policy::PolicyStore;
 use crate::proxy::{self, Gateway, UpstreamClient};
@@ -116,6 +116,7 @@ impl Server {
         }
         let timeouts = Timeouts { handshake: listen.handshake_timeout, idle: listen.idle_timeout };
         let (drain, draining) = watch::channel(false);
+        let (pressure, pressured) = watch::channel(false);
         let (admin_stop, admin_stopped) = watch::channel(false);
         let reload_task = tokio::spawn(reloader.run(admin_stopped.clone()));
         let admin_task =
@@ -130,7 +131,10 @@ impl Server {
             let permit = match limit.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
+                    // At the cap: idle connections make way, and new
+                    // clients wait in the backlog for a free slot.
                     CONNECTION_LIMIT.note(&max_connections);
+                    let _ = pressure.send(true);
                     tokio::select! {
                         biased;
                         () = &mut shutdown => break,
@@ -155,11 +159,14 @@ impl Server {
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    if limit.available_permits() > max_connections / 10 {
+                        pressure.send_if_modified(|on| std::mem::replace(on, false));
+                    }
                     let gateway = gateway.clone();
                     let handler = move |request| proxy::handle(gateway.clone(), request, peer);
-                    let draining = draining.clone();
+                    let signals = Signals { drain: draining.clone(), pressure: pressured.clone() };
                     connections.spawn(async move {
-                        connection::serve(stream, handler, timeouts, draining).await;
+                        connection::serve(stream, handler, timeouts, signals).await;
                         drop(permit);
                     });
                 }
@@ -209,6 +216,7 @@ async fn serve_admin(
 ) {
     let limit = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
+    let (_no_pressure, pressure) = watch::channel(false);
     loop {
         while connections.try_join_next().is_some() {}
         tokio::select! {
@@ -228,9 +236,9 @@ async fn serve_admin(
                         Ok(response.map(|body| body.map_err(|never| match never {}).boxed_unsync()))
                     }
                 };
-                let stopping = stop.clone();
+                let signals = Signals { drain: stop.clone(), pressure: pressure.clone() };
                 connections.spawn(async move {
-                    connection::serve(stream, handler, timeouts, stopping).await;
+                    connection::serve(stream, handler, timeouts, signals).await;
                     drop(permit);
                 });
             }

@@ -179,3 +179,65 @@ async fn bodies_built_to_be_slow_to_parse_are_answered_promptly() -> TestResult 
     gate.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn at_the_cap_idle_connections_make_way_for_new_clients() -> TestResult {
+    let gate = gate_with("  max_connections: 3\n  idle_timeout: 60s\n", "").await;
+    // Three keep-alive connections, each idle after one request.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(gate.addr).await?;
+        let request = format!(
+            "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n{PING}",
+            gate.addr,
+            PING.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = [0u8; 2048];
+        let _ = stream.read(&mut answer).await?;
+        held.push(stream);
+    }
+    // A fourth client is served within seconds, not after the 60 s idle timeout.
+    let started = Instant::now();
+    let reply = post(gate.addr, &[], PING).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() -> TestResult {
+    let (upstream, mut streams) = start_scripted_sse_upstream().await;
+    let text = policy(upstream, "", "")
+        .replace("listen:\n  drain: 5s\n", "listen:\n  drain: 5s\n  idle_timeout: 1s\n");
+    let gate = start_gate(&text).await;
+    // A GET stream whose client reads nothing while events keep coming.
+    let mut client = TcpStream::connect(gate.addr).await?;
+    let request = format!("GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\r\n", gate.addr);
+    client.write_all(request.as_bytes()).await?;
+    let sender = tokio::time::timeout(Duration::from_secs(10), streams.recv()).await?.ok_or("no request")?;
+    let event = Bytes::from(format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"data\":\"{}\"}}}}\n\n",
+        "x".repeat(64 << 10)
+    ));
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let cut = loop {
+        match tokio::time::timeout(Duration::from_secs(1), sender.send(event.clone())).await {
+            Ok(Ok(())) => sent += event.len(),
+            // The upstream stream's receiver is gone: toolgate let go of it.
+            Ok(Err(_)) => break true,
+            // Backpressure all the way: keep waiting for toolgate to act.
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+    };
+    assert!(cut, "the stalled connection was never closed ({sent} bytes sent)");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop(client);
+    gate.shutdown().await;
+    Ok(())
+}

@@ -26,18 +26,57 @@ const DECODE_ROUNDS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unreadable;
 
-/// The URI as upstreams may read it, each reading that differs from the
-/// text itself, with the name of the reading.
+/// The URI as upstreams may read it: each reading that differs from the
+/// text itself, with the name of the reading. Readings compose (a file
+/// server may decode the path of a URL it parsed), so they are followed
+/// until nothing new appears, a few steps deep.
 pub fn readings(uri: &str) -> Result<Vec<(&'static str, String)>, Unreadable> {
-    let mut readings = Vec::new();
-    if let Some(parsed) = as_parsed(uri) {
-        readings.push(("as a URL (as the TypeScript and Python SDKs do)", parsed));
+    let mut found: Vec<(&'static str, String)> = Vec::new();
+    let mut frontier = vec![uri.to_owned()];
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for text in &frontier {
+            let steps = [
+                ("as a URL (as the TypeScript and Python SDKs do)", as_parsed(text)),
+                ("as a file path (escapes decoded, dot segments resolved)", Some(as_path(text)?)),
+                ("as the address it names (no user, port or trailing dot)", as_address(text)),
+            ];
+            for (label, reading) in steps {
+                if let Some(reading) = reading
+                    && reading != uri
+                    && !found.iter().any(|(_, r)| *r == reading)
+                {
+                    found.push((label, reading.clone()));
+                    next.push(reading);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
     }
-    let path = as_path(uri)?;
-    if path != uri && !readings.iter().any(|(_, r)| *r == path) {
-        readings.push(("as a file path (escapes decoded, dot segments resolved)", path));
+    Ok(found)
+}
+
+/// The URL without what does not change the resource an upstream fetches:
+/// user information, a default port (the parser drops it), a trailing dot
+/// on the host, and empty path segments. `None` when it does not parse or
+/// nothing changes.
+pub fn as_address(uri: &str) -> Option<String> {
+    let mut url = url::Url::parse(uri).ok()?;
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if let Some(host) = url.host_str().and_then(|h| h.strip_suffix('.')).map(str::to_owned) {
+        let _ = url.set_host(Some(&host));
     }
-    Ok(readings)
+    if url.path().contains("//") {
+        let path: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
+        let trailing = if url.path().ends_with('/') && !path.is_empty() { "/" } else { "" };
+        let joined = format!("/{}{trailing}", path.join("/"));
+        url.set_path(&joined);
+    }
+    (url.as_str() != uri).then(|| url.as_str().to_owned())
 }
 
 /// Whether `.` or `..` is a segment anywhere in the URI, once decoded:
@@ -98,6 +137,8 @@ pub fn as_path(uri: &str) -> Result<String, Unreadable> {
             ".." => {
                 segments.pop();
             }
+            // `a//b` is `a/b` to a file system; a trailing `/` stays.
+            "" if parts.peek().is_some() => {}
             _ => segments.push(segment),
         }
         // A trailing dot segment leaves a directory: `/a/..` is `/`.
@@ -190,6 +231,28 @@ mod tests {
             assert_eq!(as_path(uri)?, read, "{uri}");
         }
         assert_eq!(as_path("file:///%2525252525252e"), Err(Unreadable));
+        assert_eq!(as_path("file:/\\etc/passwd")?, "file:/etc/passwd");
+        Ok(())
+    }
+
+    #[test]
+    fn readings_compose() -> Result<(), Unreadable> {
+        let read = |uri: &str| -> Result<Vec<String>, Unreadable> {
+            Ok(readings(uri)?.into_iter().map(|(_, r)| r).collect())
+        };
+        for (uri, expected) in [
+            ("file:/%65tc/passwd", "file:///etc/passwd"),
+            ("file://localhost/%65tc/passwd", "file:///etc/passwd"),
+            ("https://internal.ex%61mple.com/%73ecret", "https://internal.example.com/secret"),
+            ("https://user@internal.example.com/secret", "https://internal.example.com/secret"),
+            ("https://internal.example.com./secret", "https://internal.example.com/secret"),
+            ("file:/\\etc/passwd", "file:///etc/passwd"),
+            ("https://internal.example.com//secret", "https://internal.example.com/secret"),
+        ] {
+            let found = read(uri)?;
+            assert!(found.iter().any(|r| r == expected), "{uri}: {found:?}");
+        }
+        assert!(read("file:///public/readme.md")?.is_empty());
         Ok(())
     }
 }

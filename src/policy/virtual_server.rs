@@ -77,8 +77,19 @@ impl Grants {
         let segments = |k: usize| matches!(ListKind::ALL[k], ListKind::Resource | ListKind::ResourceTemplate);
         let allow =
             std::array::from_fn(|k| PatternSet::new(allow[k].iter().map(String::as_str), segments(k)));
+        // A URI deny `P/**` denies `P` itself too: `file:///etc/**` is meant
+        // to keep callers out of `file:///etc` as well as what is under it.
         let deny = std::array::from_fn(|k| {
-            let folded: Vec<String> = deny[k].iter().map(|p| p.to_ascii_lowercase()).collect();
+            let mut folded: Vec<String> = deny[k].iter().map(|p| p.to_ascii_lowercase()).collect();
+            if segments(k) {
+                let bases: Vec<String> = folded
+                    .iter()
+                    .filter_map(|p| p.strip_suffix("/**"))
+                    .filter(|base| !base.is_empty() && !base.ends_with('/'))
+                    .map(str::to_owned)
+                    .collect();
+                folded.extend(bases);
+            }
             PatternSet::new(folded.iter().map(String::as_str), segments(k))
         });
         Self { allow, deny }
@@ -609,6 +620,8 @@ mod tests {
             "denied: read as a URL (as the TypeScript and Python SDKs do), it is `file:///etc/passwd`, which is denied by `file:///etc/**` (base deny)"
         );
         assert!(guarded.decide(ListKind::Resource, "file:/tmp/x").is_allowed());
+        assert!(!guarded.decide(ListKind::Resource, "file:///etc").is_allowed(), "P/** denies P too");
+        assert!(guarded.decide(ListKind::Resource, "file:///etcetera").is_allowed());
         let exact = VirtualServer {
             name: "x".into(),
             base: Grants::new(kinds(&["ünïcode"]), kinds(&[])),

@@ -130,6 +130,44 @@ struct Caller {
     scopes: Vec<String>,
 }
 
+impl Caller {
+    fn kind(&self) -> CredentialKind {
+        self.credential.unwrap_or(if self.subject == "anonymous" {
+            CredentialKind::Anonymous
+        } else {
+            CredentialKind::Jwt
+        })
+    }
+
+    /// Refuses what this kind of caller cannot carry: explaining a caller
+    /// the proxy could never meet would answer the wrong question.
+    fn check(&self) -> Result<(), String> {
+        let kind = self.kind();
+        let given = |flag: &'static str, present: bool| present.then_some(flag);
+        let issuer = given("--issuer", self.issuer.is_some());
+        let groups = given("--group", !self.groups.is_empty());
+        let scopes = given("--scope", !self.scopes.is_empty());
+        let (unfit, why) = match kind {
+            CredentialKind::Jwt => return Ok(()),
+            CredentialKind::Anonymous => {
+                ([issuer, groups, scopes], "an anonymous caller has no issuer, groups or scopes")
+            }
+            CredentialKind::ApiKey | CredentialKind::Signature => (
+                [issuer, groups, scopes],
+                "its groups and scopes come from the key's entry in the policy, and only a JWT has an issuer",
+            ),
+            CredentialKind::TrustedHeader => {
+                ([issuer, None, scopes], "a trusted header brings a subject and groups only")
+            }
+        };
+        let unfit: Vec<&str> = unfit.into_iter().flatten().collect();
+        if unfit.is_empty() {
+            return Ok(());
+        }
+        Err(format!("{} cannot describe a {kind} caller: {why}", unfit.join(", ")))
+    }
+}
+
 /// Runs the proxy's own decisions for one caller, one virtual server and
 /// one name: first whether the caller gets in at all (as authentication
 /// would answer), then whether the name is allowed.
@@ -160,6 +198,7 @@ fn explain(config: &std::path::Path, server: &str, target: ExplainTarget, caller
         issuer: caller.issuer,
         groups: caller.groups,
         scopes: caller.scopes,
+        ..Default::default()
     };
     let admitted = describe::principal(&loaded.policy.identity, &described)
         .and_then(|principal| identity::admit(&virtual_server.access, &principal).map(|()| principal));
@@ -306,7 +345,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            explain(&config, &server, target, Caller { credential, subject, issuer, groups, scopes })
+            let caller = Caller { credential, subject, issuer, groups, scopes };
+            if let Err(message) = caller.check() {
+                eprintln!("{message}");
+                return ExitCode::from(2);
+            }
+            explain(&config, &server, target, caller)
         }
         Command::Run { config, listen, admin_listen } => {
             telemetry::init_logging(cli.log_format);

@@ -180,6 +180,24 @@ fn explain_names_the_deciding_pattern_and_rule() {
     assert_eq!(code, Some(2), "a target is required");
     let (code, _, err) = run(&["--tool", "x", "--credential", "password"]);
     assert_eq!(code, Some(2), "{err}");
+    // What the caller could not carry is refused, not silently dropped.
+    for (args, flags) in [
+        (&["--group", "sre"][..], "--group"),
+        (&["--subject", "anonymous", "--scope", "admin"][..], "--scope"),
+        (&["--credential", "anonymous", "--issuer", "https://id.example.com"][..], "--issuer"),
+        (&["--credential", "api_key", "--subject", "ci", "--group", "sre"][..], "--group"),
+        (&["--credential", "signature", "--subject", "k", "--scope", "x"][..], "--scope"),
+        (&["--credential", "trusted_header", "--subject", "u", "--issuer", "i"][..], "--issuer"),
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--tool", "status"]);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(flags) && err.contains("cannot describe"), "{args:?}: {err}");
+    }
+    let (code, out, _) =
+        run(&["--tool", "status", "--credential", "trusted_header", "--subject", "u", "--group", "sre"]);
+    assert_ne!(code, Some(2), "a trusted header carries groups: {out}");
 }
 
 #[test]

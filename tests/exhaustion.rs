@@ -241,3 +241,24 @@ async fn a_client_that_stops_reading_is_cut_off() -> TestResult {
     gate.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_finishes_its_answer_is_cut_off() -> TestResult {
+    // A head promptly, then part of the body and silence: whether toolgate
+    // reads the body to judge it (JSON) or only to see that it is empty
+    // (a type it cannot read), the response timeout bounds the whole wait.
+    for content_type in ["text/plain", "application/json"] {
+        let head = format!("HTTP/1.1 200 OK\ncontent-type: {content_type}\ncontent-length: 1000");
+        let upstream = start_raw_upstream(answer(&head, b"{\"jsonrpc\""), true).await;
+        let text = policy(upstream, "", "").replace("response_timeout: 5s", "response_timeout: 400ms");
+        let gate = start_gate(&text).await;
+        let started = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(5), post(gate.addr, &[], PING))
+            .await
+            .map_err(|_| format!("{content_type}: still waiting after 5 s"))?;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{content_type}: {}", reply.text());
+        assert!(started.elapsed() >= Duration::from_millis(350), "{content_type}: {:?}", started.elapsed());
+        gate.shutdown().await;
+    }
+    Ok(())
+}

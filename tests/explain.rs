@@ -16,11 +16,7 @@ const SECRET: &[u8] = b"explain-secret-explain-secret-01";
 const API_KEY: &str = "tg_ci_bot_key_42";
 
 fn policy_text(upstream: std::net::SocketAddr) -> String {
-    let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, API_KEY.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let sha = sha256_hex(API_KEY);
     let top = format!(
         r#"identity:
   resource_metadata: {{ base_url: "https://mcp.example.com" }}

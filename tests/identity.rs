@@ -91,14 +91,6 @@ fn claims(extra: Value) -> Value {
     base
 }
 
-fn sha256_hex(text: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn identity_policy(upstream: SocketAddr, trusted_from: &str) -> String {
     let top = format!(
         r#"identity:

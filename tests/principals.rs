@@ -179,18 +179,11 @@ const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 async fn one_principal_opening_many_sessions_evicts_only_its_own() -> TestResult {
     const ALICE: &str = "tg_alice_key_0001";
     const MALLORY: &str = "tg_mallory_key_0001";
-    let sha = |key: &str| {
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     let upstream = start_sdk_upstream(false).await;
     let top = format!(
         "identity:\n  api_keys:\n    - {{ id: alice, sha256: \"{}\" }}\n    - {{ id: mallory, sha256: \"{}\" }}\nsessions: {{ max: 100, max_per_principal: 5 }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
-        sha(ALICE),
-        sha(MALLORY)
+        sha256_hex(ALICE),
+        sha256_hex(MALLORY)
     );
     let gate = start_gate(&policy(upstream, "", &top)).await;
     let open = |key: &'static str| {

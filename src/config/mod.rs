@@ -9,6 +9,7 @@
 
 mod checks;
 mod compile;
+mod identity;
 mod model;
 #[cfg(test)]
 mod tests;
@@ -128,7 +129,17 @@ pub fn load_file(path: &Path) -> Result<LoadedPolicy, ConfigError> {
 
 /// Validates and compiles policy text; `path` names it in errors.
 pub fn load_str(text: &str, path: &Path) -> Result<LoadedPolicy, ConfigError> {
-    if text.lines().all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) {
+    // Blank lines, comments and document markers (`---`, `...`) say nothing.
+    let says_nothing = |line: &str| {
+        let line = line.trim();
+        match line.strip_prefix("---").or_else(|| line.strip_prefix("...")) {
+            Some(rest) => {
+                rest.is_empty() || (rest.starts_with([' ', '\t']) && rest.trim_start().starts_with('#'))
+            }
+            None => line.is_empty() || line.starts_with('#'),
+        }
+    };
+    if text.lines().all(says_nothing) {
         return Err(ConfigError::Invalid {
             path: path.display().to_string(),
             line: 1,

@@ -217,7 +217,7 @@ fn yaml_errors_say_what_to_fix() {
         message.contains("`upstream` is given twice") && !message.contains("DuplicateKeyPolicy"),
         "{message}"
     );
-    for empty in ["", "\n\n", "# only a comment\n"] {
+    for empty in ["", "\n\n", "# only a comment\n", "---\n", "--- # policy\n...\n", "---\n# to do\n---\n"] {
         let message = error_of(empty);
         assert!(message.starts_with("policy.yaml:1:1: the policy file is empty"), "{message}");
     }
@@ -242,10 +242,26 @@ fn contradictions_are_errors_with_their_place() {
         "version: 1\nlisten: {{ proxy: '127.0.0.1:8000', admin: '127.0.0.1:8000' }}\nupstream: {{ url: http://x/mcp }}\n{VS}"
     ));
     assert!(
-        message.starts_with("policy.yaml:2:43: ")
-            && message.contains("listen.proxy and listen.admin are both 127.0.0.1:8000"),
+        message.starts_with("policy.yaml:2:43: ") && message.contains("would share port 8000"),
         "{message}"
     );
+    // A wildcard on one side clashes with any address on the same port.
+    for (proxy, admin) in [("0.0.0.0:8000", "127.0.0.1:8000"), ("127.0.0.1:8000", "'[::]:8000'")] {
+        let message = error_of(&format!(
+            "version: 1\nlisten: {{ proxy: '{proxy}', admin: {admin} }}\nupstream: {{ url: http://x/mcp }}\n{VS}"
+        ));
+        assert!(message.contains("would share port 8000"), "{proxy} {admin}: {message}");
+    }
+    // Other ports, other specific addresses, or port 0 (any free port) do not.
+    for (proxy, admin) in [
+        ("0.0.0.0:8000", "0.0.0.0:9090"),
+        ("127.0.0.1:8000", "127.0.0.2:8000"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+    ] {
+        load(&format!("version: 1\nlisten: {{ proxy: '{proxy}', admin: '{admin}' }}\nupstream: {{ url: http://x/mcp }}\n{VS}"))
+            .map_err(|e| format!("{proxy} {admin}: {e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 #[test]

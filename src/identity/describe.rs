@@ -5,6 +5,7 @@
 //! from a configured issuer, and brings the groups and scopes it claims.
 
 use super::{AuthError, CredentialKind, Identity, Principal};
+use std::time::SystemTime;
 
 /// What is known of a caller: how it authenticates and what its credential
 /// says.
@@ -15,6 +16,11 @@ pub struct Described {
     pub issuer: Option<String>,
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
+    /// The configured key it presented, when known: a key configured under
+    /// the same id with other material does not describe it.
+    pub key: Option<[u8; 32]>,
+    /// When the credential stops being accepted.
+    pub expires: Option<SystemTime>,
 }
 
 impl Described {
@@ -27,6 +33,8 @@ impl Described {
             issuer: principal.issuer.clone(),
             groups: principal.groups.clone(),
             scopes: principal.scopes.clone(),
+            key: principal.key,
+            expires: principal.expires,
         }
     }
 }
@@ -39,25 +47,32 @@ pub fn principal(identity: &Identity, described: &Described) -> Result<Principal
     } else {
         CredentialKind::Jwt
     });
+    if described.expires.is_some_and(|at| at <= SystemTime::now()) {
+        return Err(AuthError::Invalid("the credential has expired".into()));
+    }
     let with = |groups: &[String], scopes: &[String]| Principal {
         kind,
         issuer: None,
         subject: described.subject.clone(),
         groups: groups.to_vec(),
         scopes: scopes.to_vec(),
+        expires: described.expires,
+        key: described.key,
     };
+    let same_key = |configured: &[u8; 32]| described.key.is_none_or(|key| &key == configured);
     match kind {
         CredentialKind::Anonymous => Ok(Principal::anonymous()),
         CredentialKind::ApiKey => identity
             .api_keys
             .iter()
-            .find(|key| key.id == described.subject)
+            .find(|key| key.id == described.subject && same_key(&key.sha256))
             .map(|key| with(&key.groups, &key.scopes))
             .ok_or_else(|| AuthError::Invalid(format!("no API key `{}` is configured", described.subject))),
         CredentialKind::Signature => identity
             .signatures
             .as_ref()
             .and_then(|settings| settings.keys.get(&described.subject))
+            .filter(|key| same_key(&key.fingerprint))
             .map(|key| with(&key.groups, &key.scopes))
             .ok_or_else(|| {
                 AuthError::Invalid(format!("no signing key `{}` is configured", described.subject))

@@ -15,7 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One trusted issuer, compiled.
 #[derive(Clone)]
@@ -51,6 +51,8 @@ pub struct Claims {
     pub subject: String,
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
+    /// When toolgate stops accepting it: `exp` plus the issuer's leeway.
+    pub expires: SystemTime,
 }
 
 /// Why a token was refused; the text goes into the 401's
@@ -180,9 +182,16 @@ pub fn verify(
         Some(sub) if !sub.is_empty() => sub.to_owned(),
         _ => return Err(Rejected("token `sub` must be a non-empty string".into())),
     };
+    // Validated above as present and not past; a fraction is rounded down.
+    let exp = claims.get("exp").and_then(Value::as_f64).filter(|exp| exp.is_finite() && *exp >= 0.0);
+    let exp = exp.ok_or_else(|| Rejected("token `exp` is not a number".into()))?;
+    // Capped (at some 35,000 years) so the time is representable.
+    let far = Duration::from_secs(1 << 40);
+    let expires = UNIX_EPOCH + Duration::from_secs(exp as u64).saturating_add(issuer.leeway).min(far);
     Ok(Claims {
         issuer: issuer.issuer.clone(),
         subject,
+        expires,
         groups: strings(claims.get(&issuer.groups_claim)),
         scopes: strings(claims.get(&issuer.scopes_claim)),
     })

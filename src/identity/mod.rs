@@ -24,6 +24,7 @@ use http::{HeaderMap, HeaderValue};
 pub use signature::NonceCache;
 use std::fmt;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 /// How a principal proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,22 +79,31 @@ pub struct Principal {
     pub subject: String,
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
+    /// When the credential stops being accepted: a JWT's `exp` plus the
+    /// issuer's leeway. A GET stream ends then.
+    pub expires: Option<SystemTime>,
+    /// Which configured key it presented (an API key's hash, a signing
+    /// key's fingerprint): an open stream is re-admitted after a reload
+    /// only if that same key is still configured, not merely its id.
+    pub key: Option<[u8; 32]>,
 }
 
 impl Principal {
     pub fn anonymous() -> Self {
-        Self {
-            kind: CredentialKind::Anonymous,
-            issuer: None,
-            subject: "anonymous".into(),
-            groups: Vec::new(),
-            scopes: Vec::new(),
-        }
+        Self::with_groups(CredentialKind::Anonymous, "anonymous", &[])
     }
 
     /// A principal with a subject and groups (for rules and `explain`).
     pub fn with_groups(kind: CredentialKind, subject: &str, groups: &[String]) -> Self {
-        Self { kind, issuer: None, subject: subject.to_owned(), groups: groups.to_vec(), scopes: Vec::new() }
+        Self {
+            kind,
+            issuer: None,
+            subject: subject.to_owned(),
+            groups: groups.to_vec(),
+            scopes: Vec::new(),
+            expires: None,
+            key: None,
+        }
     }
 
     /// The same principal, as issued by `issuer`.
@@ -315,6 +325,8 @@ pub fn authenticate(
             subject: verified.key.id.clone(),
             groups: verified.key.groups.clone(),
             scopes: verified.key.scopes.clone(),
+            expires: None,
+            key: Some(verified.key.fingerprint),
         }
     } else if let Some((header, value)) = trusted {
         let subject = match value {
@@ -344,6 +356,8 @@ pub fn authenticate(
             subject: subject.to_owned(),
             groups,
             scopes: Vec::new(),
+            expires: None,
+            key: None,
         }
     } else {
         Principal::anonymous()
@@ -406,6 +420,8 @@ fn verify_bearer(
             subject: claims.subject,
             groups: claims.groups,
             scopes: claims.scopes,
+            expires: Some(claims.expires),
+            key: None,
         });
     }
     match api_key::find(&identity.api_keys, token) {
@@ -415,6 +431,8 @@ fn verify_bearer(
             subject: key.id.clone(),
             groups: key.groups.clone(),
             scopes: key.scopes.clone(),
+            expires: None,
+            key: Some(key.sha256),
         }),
         None => Err(AuthError::Invalid("unknown bearer token".into())),
     }

@@ -31,6 +31,23 @@ pub struct VerifyingKey {
     pub alg: KeyAlg,
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
+    /// SHA-256 over the algorithm and key material: tells a replaced key
+    /// from the one a caller signed with.
+    pub fingerprint: [u8; 32],
+}
+
+impl VerifyingKey {
+    /// The fingerprint of key material `bytes` for algorithm `alg`.
+    pub fn fingerprint_of(alg: &str, bytes: &[u8]) -> [u8; 32] {
+        let mut context = digest::Context::new(&digest::SHA256);
+        context.update(b"toolgate signing key\0");
+        context.update(alg.as_bytes());
+        context.update(b"\0");
+        context.update(bytes);
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(context.finish().as_ref());
+        fingerprint
+    }
 }
 
 #[derive(Clone)]
@@ -530,6 +547,7 @@ mod tests {
                     alg: KeyAlg::Ed25519(pair.public_key().as_ref().to_vec()),
                     groups: vec![],
                     scopes: vec![],
+                    fingerprint: [0; 32],
                 },
             )]
             .into(),

@@ -110,12 +110,20 @@ impl Transport {
 #[derive(Debug)]
 pub struct PolicyStore {
     current: ArcSwap<Policy>,
+    /// The current generation, for what must act at once on a reload (an
+    /// open GET stream re-judges its caller).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl PolicyStore {
     pub fn new(mut policy: Policy) -> Self {
         policy.meta.generation = 1;
-        Self { current: ArcSwap::from_pointee(policy) }
+        Self { current: ArcSwap::from_pointee(policy), published: tokio::sync::watch::Sender::new(1) }
+    }
+
+    /// Changes each time a policy is published.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The snapshot one request is judged under.
@@ -129,6 +137,7 @@ impl PolicyStore {
         let generation = self.current.load().meta.generation + 1;
         policy.meta.generation = generation;
         self.current.store(Arc::new(policy));
+        self.published.send_replace(generation);
         generation
     }
 }

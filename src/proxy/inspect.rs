@@ -21,6 +21,7 @@
 
 use super::exchange::{End, Ending};
 use super::forward::{ReadError, UpstreamBody};
+use super::live;
 use super::{Gateway, PARSE_INLINE, ProxyBody};
 use crate::identity::{self, describe};
 use crate::mcp::headers::{self, SingleHeader};
@@ -58,13 +59,18 @@ pub struct Judge {
     pub request_ids: Vec<Box<RawValue>>,
     /// Told when a stream is withheld part-way, for the access log.
     pub ending: Ending,
-    /// How long a JSON answer's body may take to arrive after its head.
-    pub body_timeout: std::time::Duration,
+    /// When a JSON answer's body (or the body of one toolgate cannot
+    /// read, to see whether it is empty) must have arrived: the response
+    /// timeout counts from the request, head and body together.
+    pub answer_due: tokio::time::Instant,
 }
 
 enum Verdict {
     Forward(Bytes),
+    /// The answer cannot be forwarded (fail closed).
     Refuse(String),
+    /// The caller may no longer read this stream.
+    Revoke(String),
 }
 
 impl Judge {
@@ -84,8 +90,8 @@ impl Judge {
             policy.virtual_server(&self.server).ok_or("a reload removed the stream's virtual server")?;
         let principal = describe::principal(&policy.identity, &describe::Described::of(&self.principal))
             .and_then(|principal| identity::admit(&server.access, &principal).map(|()| principal))
-            .map_err(|_| {
-                "after a reload, the virtual server no longer admits the stream's caller".to_owned()
+            .map_err(|error| {
+                format!("the caller is no longer admitted ({})", super::auth::answer(&error).2)
             })?;
         Ok((policy, Some(principal)))
     }
@@ -136,7 +142,7 @@ impl Judge {
         if self.live.is_some()
             && let Err(reason) = self.current()
         {
-            return Verdict::Refuse(reason);
+            return Verdict::Revoke(reason);
         }
         if !event.has_data {
             return Verdict::Forward(event.forwardable());
@@ -228,11 +234,10 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
             Response::from_parts(parts, FilteredEvents::new(judge, body).boxed_unsync())
         }
         Ok(Media::Json) => {
-            let read = tokio::time::timeout(judge.body_timeout, body.read_whole(limit));
-            let bytes = match read
-                .await
-                .unwrap_or_else(|_| Err(ReadError::Aborted("it did not arrive in time".into())))
-            {
+            let read = tokio::time::timeout_at(judge.answer_due, body.read_whole(limit));
+            let bytes = match read.await.unwrap_or_else(|_| {
+                Err(ReadError::Aborted("it was not complete within the response timeout".into()))
+            }) {
                 Ok(bytes) => bytes,
                 Err(ReadError::TooLarge) => {
                     return judge
@@ -261,8 +266,8 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
         }
         Err(reason) => {
             // An empty body needs no reading (a 202 without Content-Length).
-            match body.read_whole(limit).await {
-                Ok(bytes) if bytes.is_empty() => {
+            match tokio::time::timeout_at(judge.answer_due, body.read_whole(limit)).await {
+                Ok(Ok(bytes)) if bytes.is_empty() => {
                     parts.headers.remove(header::CONTENT_LENGTH);
                     Response::from_parts(parts, Full::new(Bytes::new()).boxed_unsync())
                 }
@@ -281,6 +286,8 @@ struct FilteredEvents {
     splitter: Splitter,
     ready: VecDeque<Bytes>,
     judging: Option<tokio::task::JoinHandle<Verdict>>,
+    /// A live stream's wait for a reload or its credential's expiry.
+    waiting: Option<live::Waiting>,
     ended: bool,
 }
 
@@ -288,7 +295,26 @@ impl FilteredEvents {
     fn new(judge: Arc<Judge>, inner: UpstreamBody) -> Self {
         let limit = judge.limit();
         let splitter = Splitter::new(limit);
-        Self { judge, inner, splitter, ready: VecDeque::new(), judging: None, ended: false }
+        let waiting = judge.live.as_ref().map(|gateway| {
+            let mut reloads = gateway.policy.reloads();
+            // A reload may have come since the request's snapshot.
+            reloads.mark_changed();
+            live::wait(reloads, judge.principal.expires)
+        });
+        Self { judge, inner, splitter, ready: VecDeque::new(), judging: None, waiting, ended: false }
+    }
+
+    /// Ends a stream its caller may no longer read, with an error event.
+    fn revoke(&mut self, reason: &str) {
+        tracing::info!(server = %self.judge.server, reason = %telemetry::Untrusted(reason), "GET stream ended");
+        self.judge.ending.note(End::Withheld);
+        let error = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": { "code": -32001, "message": format!("The stream ended: {reason}") },
+        });
+        self.ready.push_back(sse::message_event(error.to_string().as_bytes()));
+        self.ended = true;
     }
 
     fn refuse(&mut self, reason: &str) {
@@ -308,6 +334,10 @@ impl FilteredEvents {
             }
             Verdict::Refuse(reason) => {
                 self.refuse(&reason);
+                false
+            }
+            Verdict::Revoke(reason) => {
+                self.revoke(&reason);
                 false
             }
         }
@@ -359,6 +389,21 @@ impl Body for FilteredEvents {
             }
             if self.ended {
                 return Poll::Ready(None);
+            }
+            if let Some(waiting) = self.waiting.as_mut()
+                && let Poll::Ready(wake) = waiting.as_mut().poll(cx)
+            {
+                self.waiting = None;
+                match wake {
+                    live::Wake::Reload(next) => {
+                        self.waiting = Some(next);
+                        if let Err(reason) = self.judge.current() {
+                            self.revoke(&reason);
+                        }
+                    }
+                    live::Wake::Expired => self.revoke("the caller's credential has expired"),
+                }
+                continue;
             }
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,

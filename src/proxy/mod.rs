@@ -18,6 +18,7 @@ pub mod exchange;
 pub mod forward;
 pub mod guard;
 pub mod inspect;
+mod live;
 pub mod refusal;
 pub mod session;
 
@@ -200,6 +201,11 @@ async fn pipeline(
     let upstream = &policy.upstream;
     let outbound = forward::upstream_request(upstream, parts, peer, body, &policy.identity, &principal)?;
     let started = Instant::now();
+    // The whole answer of a JSON reply (head and body) is due within the
+    // response timeout; a stream only its head.
+    let answer_due = tokio::time::Instant::now()
+        .checked_add(response_timeout)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400));
     let result = gateway.upstream.send(upstream, outbound, response_timeout, &exchange.ending).await;
     gateway.metrics.upstream_answered(started.elapsed(), result.as_ref().map(|r| r.status().as_u16()).ok());
     let response = result.map_err(|refusal| refusal.with_id(reply_id.as_deref()))?;
@@ -209,7 +215,7 @@ async fn pipeline(
         {
             // Anonymous callers share one principal: count them per address.
             let quota = match principal.kind {
-                identity::CredentialKind::Anonymous => format!("anonymous@{}", peer.ip()),
+                identity::CredentialKind::Anonymous => session::anonymous_quota(peer.ip()),
                 _ => principal.owner_key(),
             };
             let limits = session::Limits {
@@ -241,7 +247,7 @@ async fn pipeline(
                 metrics: gateway.metrics.clone(),
                 request_ids,
                 ending: exchange.ending.clone(),
-                body_timeout: response_timeout,
+                answer_due,
             };
             inspect::inspect(judge, response).await
         }

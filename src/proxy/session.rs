@@ -10,13 +10,15 @@
 //! without use; when full, the longest idle is evicted. And no principal
 //! holds more than `max_per_principal`: past that, its own oldest session
 //! goes, so one caller opening sessions in a loop evicts only its own
-//! (anonymous callers, who share one principal, are counted per address).
+//! (anonymous callers, who share one principal, are counted per address:
+//! per IPv4 address, per IPv6 /64, the block one host is usually given).
 //! DELETE releases a session. The table is split into shards, each behind
 //! its own short-held lock, so concurrent requests rarely wait on one
 //! another; the per-principal lists are never locked together with a shard.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,19 @@ struct Entry {
     /// Whose quota it counts against.
     quota: String,
     last_seen: Instant,
+}
+
+/// Whose quota an anonymous caller's sessions count against: its IPv4
+/// address, or its IPv6 /64 (one host commonly holds a whole /64 and could
+/// otherwise open a fresh quota per address).
+pub fn anonymous_quota(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("anonymous@{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("anonymous@{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 /// The limits a binding is made under (from the policy's `sessions`).
@@ -178,6 +193,15 @@ mod tests {
 
     fn bind(sessions: &Sessions, id: &str, owner: &str, l: Limits) {
         sessions.bind(id, owner.into(), owner.into(), l);
+    }
+
+    #[test]
+    fn anonymous_callers_share_a_quota_per_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(anonymous_quota(ip("2001:db8:1:2::1")), anonymous_quota(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(anonymous_quota(ip("2001:db8:1:2::1")), anonymous_quota(ip("2001:db8:1:3::1")));
+        assert_eq!(anonymous_quota(ip("::ffff:192.0.2.7")), anonymous_quota(ip("192.0.2.7")));
+        assert_ne!(anonymous_quota(ip("192.0.2.7")), anonymous_quota(ip("192.0.2.8")));
     }
 
     #[test]

@@ -108,6 +108,15 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// The hex SHA-256 of `text`, as API keys are configured.
+pub fn sha256_hex(text: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A default virtual server that lets everything through.
 pub const ALLOW_ALL: &str = "virtual_servers:\n  default:\n    anonymous: true\n    tools: { allow: ['*'] }\n    prompts: { allow: ['*'] }\n    resources: { allow: ['**'] }\n    resource_templates: { allow: ['**'] }\n";
 

@@ -1,9 +1,12 @@
 //! One client connection, bounded in time.
 //!
-//! - Which protocol it speaks is decided within `listen.handshake_timeout`
-//!   from its first bytes (read, then replayed to the protocol): a
-//!   connection that sends nothing, or half an HTTP/2 preface, is closed.
-//! - It is served as HTTP/1.1 or h2c (prior knowledge; at most
+//! - On a TLS listener, the handshake (with the running policy's
+//!   certificate, verifying a client certificate where asked) and then the
+//!   protocol are settled within `listen.handshake_timeout`. ALPN `h2`
+//!   means HTTP/2; otherwise the protocol is decided from the first bytes
+//!   (read, then replayed to the protocol): a connection that sends
+//!   nothing, or half an HTTP/2 preface, is closed.
+//! - It is served as HTTP/1.1 or HTTP/2 (h2c by prior knowledge; at most
 //!   [`H2_STREAMS`] streams at once), and HTTP/2 peers are pinged so that a
 //!   vanished one is noticed.
 //! - Idle — no request in flight — for `listen.idle_timeout`, it is closed;
@@ -36,6 +39,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+/// What is known of a client connection before its first request.
+#[derive(Debug, Clone)]
+pub struct ClientConnection {
+    pub peer: std::net::SocketAddr,
+    /// Whether it came over TLS.
+    pub tls: bool,
+    /// The client certificate the handshake verified, if any.
+    pub certificate: Option<crate::identity::mtls::ClientCertificate>,
+}
 
 /// How long a connection may take to say anything, and to stay silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +84,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Reads as much of the stream as decides its protocol: the HTTP/2
 /// connection preface, or anything else (`POST`, `GET` differ from `PRI`
 /// at once). The bytes read are replayed to the protocol.
-async fn detect(stream: &mut TcpStream) -> io::Result<(Protocol, Vec<u8>)> {
+async fn detect<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Protocol, Vec<u8>)> {
     let mut start = Vec::with_capacity(PREFACE.len());
     loop {
         let mut chunk = [0u8; PREFACE.len()];
@@ -91,13 +104,13 @@ async fn detect(stream: &mut TcpStream) -> io::Result<(Protocol, Vec<u8>)> {
 }
 
 /// A stream whose first bytes were read already: they are read again first.
-struct Replayed {
+struct Replayed<S> {
     start: Vec<u8>,
     position: usize,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Replayed {
+impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -114,7 +127,7 @@ impl AsyncRead for Replayed {
     }
 }
 
-impl AsyncWrite for Replayed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -254,17 +267,71 @@ impl Body for Tracked {
     }
 }
 
-/// Serves one accepted connection with `handler` until it ends, goes idle
-/// or stalls, or the server drains.
-pub async fn serve<F, Fut>(mut stream: TcpStream, handler: F, timeouts: Timeouts, signals: Signals)
-where
+/// Serves one accepted connection until it ends, goes idle or stalls, or
+/// the server drains: over TLS with `tls`, each request answered by the
+/// handler `make` returns for the connection.
+pub async fn serve<M, F, Fut>(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<crate::telemetry::Metrics>)>,
+    make: M,
+    timeouts: Timeouts,
+    signals: Signals,
+) where
+    M: FnOnce(ClientConnection) -> F,
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
-    let (protocol, start) = match tokio::time::timeout(timeouts.handshake, detect(&mut stream)).await {
-        Ok(Ok(detected)) => detected,
-        Ok(Err(_)) | Err(_) => return,
+    let deadline = tokio::time::Instant::now() + timeouts.handshake;
+    let Some((config, metrics)) = tls else {
+        let Ok(Ok((protocol, start))) = tokio::time::timeout_at(deadline, detect(&mut stream)).await else {
+            return;
+        };
+        let handler = make(ClientConnection { peer, tls: false, certificate: None });
+        let io = Replayed { start, position: 0, inner: stream };
+        return run(io, protocol, handler, timeouts, signals).await;
     };
+    let accepting = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let mut stream = match tokio::time::timeout_at(deadline, accepting).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            metrics.tls_refused(&error);
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let (_, session) = stream.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let certificate = match session.peer_certificates().and_then(|chain| chain.first()) {
+        None => None,
+        Some(leaf) => match crate::identity::mtls::ClientCertificate::read(leaf) {
+            Ok(certificate) => Some(certificate),
+            Err(error) => {
+                tracing::warn!(%peer, %error, "closing a connection whose verified client certificate cannot be read");
+                return;
+            }
+        },
+    };
+    let (protocol, start) = if h2 {
+        (Protocol::Http2, Vec::new())
+    } else {
+        match tokio::time::timeout_at(deadline, detect(&mut stream)).await {
+            Ok(Ok(detected)) => detected,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    };
+    let handler = make(ClientConnection { peer, tls: true, certificate });
+    let io = Replayed { start, position: 0, inner: stream };
+    run(io, protocol, handler, timeouts, signals).await;
+}
+
+async fn run<S, F, Fut>(io: S, protocol: Protocol, handler: F, timeouts: Timeouts, signals: Signals)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
     let activity = Activity::new();
     let tracker = activity.clone();
     let handler = Arc::new(handler);
@@ -278,7 +345,7 @@ where
             )
         }
     });
-    let io = TokioIo::new(Replayed { start, position: 0, inner: stream });
+    let io = TokioIo::new(io);
     match protocol {
         Protocol::Http1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();

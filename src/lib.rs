@@ -6,8 +6,9 @@
 //!
 //! - [`server`]: listeners, the connection cap, graceful drain; [`serve`]
 //!   is the entry point the binary, the demo and the tests share.
-//! - [`connection`]: one client connection: protocol detection, HTTP/1.1 or
-//!   h2c, idle and handshake timeouts.
+//! - [`connection`]: one client connection: TLS, protocol detection,
+//!   HTTP/1.1 or HTTP/2, idle and handshake timeouts.
+//! - [`tls`]: rustls configurations for the listener and the upstream.
 //! - [`limits`]: the open-file limit, exhaustion logged once per interval.
 //! - [`proxy`]: the request pipeline, one step per rule, then forwarding.
 //! - [`mcp`]: the wire format: JSON-RPC envelope, protocol versions, headers.
@@ -17,7 +18,7 @@
 //! - [`reload`]: watching the policy file, SIGHUP, atomic swap.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on their own listener.
 //! - [`identity`]: who is calling: JWTs, API keys, RFC 9421 signatures,
-//!   trusted proxy headers.
+//!   trusted proxy headers, client certificates.
 //! - [`telemetry`]: logging set-up and the metrics registry.
 //! - [`demo`]: the built-in MCP server behind `toolgate demo`.
 
@@ -35,5 +36,6 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub use server::{Config, ServeError, Server, serve};

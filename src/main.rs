@@ -39,6 +39,9 @@ enum Command {
         /// The policy file.
         file: PathBuf,
     },
+    /// Print the JSON Schema of the policy file, for editors (with a
+    /// `# yaml-language-server: $schema=` line) and other validators.
+    Schema,
     /// Say whether a principal may use a tool, prompt, resource or resource
     /// template on a virtual server, and which pattern or rule decided.
     /// Exits 0 when allowed, 1 when denied, 2 on a usage or policy error.
@@ -64,7 +67,7 @@ enum Command {
         /// A scope the principal's token carries (repeatable).
         #[arg(long = "scope")]
         scopes: Vec<String>,
-        /// How the principal authenticated: anonymous, api_key, jwt,
+        /// How the principal authenticated: anonymous, api_key, jwt, mtls,
         /// signature or trusted_header (default: anonymous for the subject
         /// `anonymous`, else jwt). An API key's or a signing key's groups
         /// and scopes come from the policy.
@@ -159,6 +162,7 @@ impl Caller {
             CredentialKind::TrustedHeader => {
                 ([issuer, None, scopes], "a trusted header brings a subject and groups only")
             }
+            CredentialKind::Mtls => ([issuer, groups, scopes], "a client certificate brings a subject only"),
         };
         let unfit: Vec<&str> = unfit.into_iter().flatten().collect();
         if unfit.is_empty() {
@@ -316,6 +320,16 @@ fn sign(args: SignArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Schema => match serde_json::to_string_pretty(&toolgate::config::json_schema()) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("cannot write the schema: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { file } => match toolgate::config::load_file(&file) {
             Ok(loaded) => {
                 for warning in &loaded.warnings {
@@ -339,9 +353,7 @@ fn main() -> ExitCode {
                 None => None,
                 Some((_, Some(kind))) => Some(kind),
                 Some((name, None)) => {
-                    eprintln!(
-                        "unknown credential kind `{name}`: use anonymous, api_key, jwt, signature or trusted_header"
-                    );
+                    eprintln!("unknown credential kind `{name}`: use {}", CredentialKind::NAMES);
                     return ExitCode::from(2);
                 }
             };

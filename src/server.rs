@@ -163,10 +163,15 @@ impl Server {
                         pressure.send_if_modified(|on| std::mem::replace(on, false));
                     }
                     let gateway = gateway.clone();
-                    let handler = move |request| proxy::handle(gateway.clone(), request, peer);
+                    // New connections take the running policy's certificate.
+                    let tls = gateway.policy.load().listener_tls.clone().map(|c| (c, gateway.metrics.clone()));
+                    let make = move |client: connection::ClientConnection| {
+                        let client = Arc::new(client);
+                        move |request| proxy::handle(gateway.clone(), request, client.clone())
+                    };
                     let signals = Signals { drain: draining.clone(), pressure: pressured.clone() };
                     connections.spawn(async move {
-                        connection::serve(stream, handler, timeouts, signals).await;
+                        connection::serve(stream, peer, tls, make, timeouts, signals).await;
                         drop(permit);
                     });
                 }
@@ -222,7 +227,7 @@ async fn serve_admin(
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
@@ -238,7 +243,7 @@ async fn serve_admin(
                 };
                 let signals = Signals { drain: stop.clone(), pressure: pressure.clone() };
                 connections.spawn(async move {
-                    connection::serve(stream, handler, timeouts, signals).await;
+                    connection::serve(stream, peer, None, |_| handler, timeouts, signals).await;
                     drop(permit);
                 });
             }

@@ -12,23 +12,10 @@ use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const LIST: &[u8] =
     b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}\n\n";
-
-async fn generation(admin: SocketAddr) -> u64 {
-    send(admin, "GET", "/policy", &[], "").await.json()["generation"].as_u64().unwrap_or(0)
-}
-
-async fn until_generation(admin: SocketAddr, wanted: u64) -> TestResult {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while generation(admin).await < wanted {
-        assert!(Instant::now() < deadline, "the reload never landed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
 
 /// Reads the next data event from a stream body, as text.
 async fn next_data(body: &mut hyper::body::Incoming) -> Result<String, BoxError> {

@@ -78,10 +78,6 @@ async fn reload_errors(admin: SocketAddr) -> u64 {
         .unwrap_or(0)
 }
 
-async fn generation(admin: SocketAddr) -> u64 {
-    send(admin, "GET", "/policy", &[], "").await.json()["generation"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_plain_write_is_picked_up() -> TestResult {
     let upstream = start_catalog_upstream(true).await;

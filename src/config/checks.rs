@@ -17,10 +17,12 @@ fn configured(identity: &Identity, kind: CredentialKind) -> bool {
         CredentialKind::Jwt => !identity.jwt.is_empty(),
         CredentialKind::Signature => identity.signatures.is_some(),
         CredentialKind::TrustedHeader => identity.trusted_header.is_some(),
+        CredentialKind::Mtls => identity.mtls.is_some(),
     }
 }
 
-const SOURCES: [(CredentialKind, &str); 4] = [
+const SOURCES: [(CredentialKind, &str); 5] = [
+    (CredentialKind::Mtls, "identity.mtls"),
     (CredentialKind::ApiKey, "identity.api_keys"),
     (CredentialKind::Jwt, "identity.jwt"),
     (CredentialKind::Signature, "identity.signatures"),

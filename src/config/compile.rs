@@ -61,11 +61,25 @@ impl PolicyDoc {
             max_connections: l.max_connections,
             idle_timeout: l.idle_timeout.0,
             handshake_timeout: l.handshake_timeout.0,
+            tls: l.tls.is_some(),
         };
-        let upstream = self.upstream.compile(path)?;
-        let transport = self.transport.compile(path)?;
         let mut referenced = Vec::new();
         let mut inputs = text.as_bytes().to_vec();
+        let mut files = super::tls::Inputs { referenced: &mut referenced, bytes: &mut inputs };
+        let listener_tls =
+            l.tls.as_ref().map(|doc| super::tls::listener(path, doc, &mut files)).transpose()?;
+        let upstream = self.upstream.compile(path, &mut files)?;
+        let transport = self.transport.compile(path)?;
+        let verifies_clients = l.tls.as_ref().is_some_and(|t| t.value.client_ca_file.is_some());
+        if let Some(mtls) = &self.identity.mtls
+            && !verifies_clients
+        {
+            return Err(invalid_at(
+                path,
+                mtls,
+                "identity.mtls needs verified client certificates: set listen.tls.client_ca_file",
+            ));
+        }
         let identity = self.identity.compile(path, &mut referenced, &mut inputs)?;
         let mut warnings = Vec::new();
         let mut virtual_servers = HashMap::new();
@@ -95,26 +109,28 @@ impl PolicyDoc {
         };
         Ok(LoadedPolicy {
             listen,
-            policy: Policy { upstream, transport, identity, sessions, virtual_servers, meta },
+            policy: Policy { upstream, transport, identity, sessions, virtual_servers, listener_tls, meta },
             warnings,
         })
     }
 }
 
 impl UpstreamDoc {
-    fn compile(self, path: &Path) -> Result<Upstream, ConfigError> {
+    fn compile(self, path: &Path, files: &mut super::tls::Inputs<'_>) -> Result<Upstream, ConfigError> {
         let uri: http::Uri = self
             .url
             .value
             .parse()
             .map_err(|e| invalid_at(path, &self.url, format_args!("upstream url is not a URL: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(invalid_at(
-                path,
-                &self.url,
-                "upstream url must start with http:// (TLS to the upstream is not supported yet)",
-            ));
-        }
+        let tls = match (uri.scheme_str(), &self.tls) {
+            (Some("https"), doc) => Some(super::tls::upstream(path, &self.url, doc.as_ref(), files)?),
+            (Some("http"), None) => None,
+            (Some("http"), Some(doc)) => {
+                return Err(invalid_at(path, doc, "upstream.tls is for an https:// upstream url"));
+            }
+            _ => return Err(invalid_at(path, &self.url, "upstream url must start with http:// or https://")),
+        };
+
         let Some(authority) = uri.authority().cloned() else {
             return Err(invalid_at(path, &self.url, "upstream url needs a host"));
         };
@@ -129,6 +145,7 @@ impl UpstreamDoc {
             return Err(invalid_at(path, &self.url, "upstream timeouts must be greater than zero"));
         }
         Ok(Upstream {
+            tls,
             authority,
             path: uri.path().to_owned(),
             connect_timeout: self.connect_timeout.0,
@@ -324,6 +341,7 @@ fn subject_namespace(
         (CredentialKind::ApiKey, !identity.api_keys.is_empty()),
         (CredentialKind::Signature, identity.signatures.is_some()),
         (CredentialKind::TrustedHeader, identity.trusted_header.is_some()),
+        (CredentialKind::Mtls, identity.mtls.is_some()),
         (CredentialKind::Anonymous, credentials.contains(&CredentialKind::Anonymous)),
     ] {
         if configured && wanted(kind) && issuers.is_empty() {
@@ -361,9 +379,8 @@ fn credential_kinds(names: &[String]) -> Result<Vec<CredentialKind>, String> {
     names
         .iter()
         .map(|name| {
-            CredentialKind::parse(name).ok_or_else(|| {
-                format!("unknown credential kind `{name}`: use anonymous, api_key, jwt, signature or trusted_header")
-            })
+            CredentialKind::parse(name)
+                .ok_or_else(|| format!("unknown credential kind `{name}`: use {}", CredentialKind::NAMES))
         })
         .collect()
 }

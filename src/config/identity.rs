@@ -102,6 +102,14 @@ impl IdentityDoc {
             upstream_headers,
             metadata,
             signatures,
+            mtls: self.mtls.map(|doc| identity::mtls::MtlsSettings {
+                subject: match doc.value.subject {
+                    MtlsSubjectDoc::Uri => identity::mtls::SubjectSource::Uri,
+                    MtlsSubjectDoc::Dns => identity::mtls::SubjectSource::Dns,
+                    MtlsSubjectDoc::Email => identity::mtls::SubjectSource::Email,
+                    MtlsSubjectDoc::Cn => identity::mtls::SubjectSource::CommonName,
+                },
+            }),
             strip_inbound: Vec::new(),
         };
         identity.strip_inbound = identity::headers_to_strip(&identity);
@@ -243,16 +251,7 @@ fn compile_issuer(
             Default::default()
         }
         Some(JwksDoc { file: Some(file), url: None, .. }) => {
-            let file = path.parent().unwrap_or(Path::new(".")).join(file);
-            let text = super::read_capped(&file).map_err(|e| {
-                let why = match e {
-                    ConfigError::Read { source, .. } => source.to_string(),
-                    ConfigError::Invalid { message, .. } => message,
-                };
-                invalid_at(path, doc, format_args!("cannot read JWKS {}: {why}", file.display()))
-            })?;
-            inputs.extend_from_slice(text.as_bytes());
-            referenced.push(file.clone());
+            let (file, text) = super::read_input(path, doc, file, "JWKS", referenced, inputs)?;
             identity::jwt::keys_from_jwks(&text)
                 .map_err(|m| invalid_at(path, doc, format_args!("{}: {m}", file.display())))?
         }

@@ -13,6 +13,7 @@ mod identity;
 mod model;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod units;
 
 pub use units::{ByteSize, HumanDuration};
@@ -54,8 +55,11 @@ pub struct ListenSettings {
     pub max_connections: usize,
     /// How long a connection may have no request in flight.
     pub idle_timeout: Duration,
-    /// How long a new connection may take to show its protocol.
+    /// How long a new connection may take to show its protocol (the TLS
+    /// handshake included).
     pub handshake_timeout: Duration,
+    /// Whether the proxy listener speaks TLS (its certificates reload).
+    pub tls: bool,
 }
 
 /// A validated policy file: what the running process needs at start-up and
@@ -119,6 +123,31 @@ pub fn read_capped(path: &Path) -> Result<String, ConfigError> {
         column: 1,
         message: "the file is not UTF-8 text".into(),
     })
+}
+
+/// Reads a file the policy names (`name`, relative to the policy file's
+/// directory) and adds it to the policy's inputs, so that a change to it
+/// reloads the policy. Returns its path and text.
+pub(super) fn read_input<T>(
+    path: &Path,
+    at: &Spanned<T>,
+    name: &str,
+    what: &str,
+    referenced: &mut Vec<std::path::PathBuf>,
+    inputs: &mut Vec<u8>,
+) -> Result<(std::path::PathBuf, String), ConfigError> {
+    let file = path.parent().unwrap_or(Path::new(".")).join(name);
+    let text = read_capped(&file).map_err(|e| {
+        let why = match e {
+            ConfigError::Read { source, .. } => source.to_string(),
+            ConfigError::Invalid { message, .. } => message,
+        };
+        invalid_at(path, at, format_args!("cannot read {what} {}: {why}", file.display()))
+    })?;
+    inputs.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    inputs.extend_from_slice(text.as_bytes());
+    referenced.push(file.clone());
+    Ok((file, text))
 }
 
 /// Reads, validates and compiles a policy file.
@@ -186,6 +215,22 @@ fn strip_location_suffix(message: &str) -> String {
         Some(at) => message[..at].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// The JSON Schema of the policy file, generated from the very types the
+/// file is read into, so that it cannot drift from what `check` accepts.
+/// (What needs more than a shape — patterns, files, names that must agree
+/// — is still `check`'s to say.) Draft 7, which every YAML editor and
+/// Helm's values validation read.
+pub fn json_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let mut schema = generator.into_root_schema_for::<PolicyDoc>();
+    schema.insert("title".into(), "toolgate policy".into());
+    schema.insert(
+        "description".into(),
+        format!("A toolgate policy file, version {POLICY_VERSION}. Validate with `toolgate check`.").into(),
+    );
+    schema.to_value()
 }
 
 /// Hex SHA-256, the fingerprint by which operators tell policies apart.

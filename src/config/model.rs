@@ -4,15 +4,18 @@
 
 use super::units::{ByteSize, HumanDuration};
 use crate::mcp::version::ProtocolVersion;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Policy")]
 #[serde(deny_unknown_fields)]
 pub(super) struct PolicyDoc {
+    #[schemars(with = "u32")]
     pub(super) version: Spanned<u32>,
     #[serde(default)]
     pub(super) listen: ListenDoc,
@@ -23,10 +26,12 @@ pub(super) struct PolicyDoc {
     pub(super) identity: IdentityDoc,
     #[serde(default)]
     pub(super) sessions: SessionsDoc,
+    #[schemars(with = "BTreeMap<String, VirtualServerDoc>")]
     pub(super) virtual_servers: Spanned<BTreeMap<String, Spanned<VirtualServerDoc>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Sessions")]
 #[serde(deny_unknown_fields)]
 pub(super) struct SessionsDoc {
     #[serde(default = "default_session_idle")]
@@ -58,24 +63,59 @@ pub(super) fn default_session_max() -> usize {
     100_000
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "Identity")]
 #[serde(deny_unknown_fields)]
 pub(super) struct IdentityDoc {
     #[serde(default)]
+    #[schemars(with = "Vec<ApiKeyDoc>")]
     pub(super) api_keys: Vec<Spanned<ApiKeyDoc>>,
     #[serde(default)]
+    #[schemars(with = "Vec<JwtDoc>")]
     pub(super) jwt: Vec<Spanned<JwtDoc>>,
     #[serde(default)]
+    #[schemars(with = "Option<TrustedHeaderDoc>")]
     pub(super) trusted_header: Option<Spanned<TrustedHeaderDoc>>,
     #[serde(default)]
+    #[schemars(with = "Option<UpstreamHeadersDoc>")]
     pub(super) upstream_headers: Option<Spanned<UpstreamHeadersDoc>>,
     #[serde(default)]
     pub(super) resource_metadata: ResourceMetadataDoc,
     #[serde(default)]
+    #[schemars(with = "Option<SignaturesDoc>")]
     pub(super) signatures: Option<Spanned<SignaturesDoc>>,
+    #[serde(default)]
+    #[schemars(with = "Option<MtlsDoc>")]
+    pub(super) mtls: Option<Spanned<MtlsDoc>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Verified client certificates as credentials of kind `mtls`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Mtls")]
+#[serde(deny_unknown_fields)]
+pub(super) struct MtlsDoc {
+    /// Which name of the certificate is the subject.
+    #[serde(default)]
+    pub(super) subject: MtlsSubjectDoc,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "MtlsSubject")]
+#[serde(rename_all = "lowercase")]
+pub(super) enum MtlsSubjectDoc {
+    /// The URI subject alternative name (a SPIFFE ID).
+    #[default]
+    Uri,
+    /// The DNS subject alternative name.
+    Dns,
+    /// The email (rfc822Name) subject alternative name.
+    Email,
+    /// The subject's common name.
+    Cn,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Signatures")]
 #[serde(deny_unknown_fields)]
 pub(super) struct SignaturesDoc {
     #[serde(default = "default_max_skew")]
@@ -84,6 +124,7 @@ pub(super) struct SignaturesDoc {
     pub(super) require_nonce: bool,
     #[serde(default = "default_nonce_cache")]
     pub(super) nonce_cache: usize,
+    #[schemars(with = "Vec<SignatureKeyDoc>")]
     pub(super) keys: Vec<Spanned<SignatureKeyDoc>>,
 }
 
@@ -97,7 +138,8 @@ pub(super) fn default_nonce_cache() -> usize {
     100_000
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "SignatureKey")]
 #[serde(deny_unknown_fields)]
 pub(super) struct SignatureKeyDoc {
     pub(super) id: String,
@@ -114,7 +156,8 @@ pub(super) struct SignatureKeyDoc {
     pub(super) scopes: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "ApiKey")]
 #[serde(deny_unknown_fields)]
 pub(super) struct ApiKeyDoc {
     pub(super) id: String,
@@ -125,13 +168,15 @@ pub(super) struct ApiKeyDoc {
     pub(super) scopes: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Jwt")]
 #[serde(deny_unknown_fields)]
 pub(super) struct JwtDoc {
     pub(super) issuer: String,
     /// No longer read: a token's audience is the virtual server's. Kept
     /// to say so, rather than "unknown field".
     #[serde(default)]
+    #[schemars(skip)]
     pub(super) audiences: Option<Vec<String>>,
     #[serde(default = "default_jwt_algorithms")]
     pub(super) algorithms: Vec<String>,
@@ -150,7 +195,8 @@ pub(super) struct JwtDoc {
     pub(super) scopes_claim: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Jwks")]
 #[serde(deny_unknown_fields)]
 pub(super) struct JwksDoc {
     #[serde(default)]
@@ -183,7 +229,8 @@ pub(super) fn default_scopes_claim() -> String {
     "scope".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "TrustedHeader")]
 #[serde(deny_unknown_fields)]
 pub(super) struct TrustedHeaderDoc {
     pub(super) subject: String,
@@ -192,7 +239,8 @@ pub(super) struct TrustedHeaderDoc {
     pub(super) from: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "UpstreamHeaders")]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpstreamHeadersDoc {
     pub(super) subject: String,
@@ -211,7 +259,8 @@ pub(super) fn default_issuer_header() -> String {
     "x-toolgate-issuer".into()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "ResourceMetadata")]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResourceMetadataDoc {
     #[serde(default)]
@@ -222,7 +271,8 @@ pub(super) struct ResourceMetadataDoc {
     pub(super) scopes_supported: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "VirtualServer")]
 #[serde(deny_unknown_fields)]
 pub(super) struct VirtualServerDoc {
     #[serde(default)]
@@ -233,6 +283,7 @@ pub(super) struct VirtualServerDoc {
     #[serde(default)]
     pub(super) response_timeout: Option<HumanDuration>,
     #[serde(default)]
+    #[schemars(with = "Vec<ToolTimeoutDoc>")]
     pub(super) tool_timeouts: Vec<Spanned<ToolTimeoutDoc>>,
     #[serde(default)]
     pub(super) credentials: Vec<String>,
@@ -252,7 +303,8 @@ pub(super) struct VirtualServerDoc {
     pub(super) rules: Vec<RuleDoc>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "Denial")]
 #[serde(rename_all = "lowercase")]
 pub(super) enum DenialDoc {
     #[default]
@@ -269,18 +321,23 @@ pub(super) struct GrantsDoc {
     pub(super) resource_templates: ListDoc,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "List")]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListDoc {
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub(super) allow: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub(super) deny: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Rule")]
 #[serde(deny_unknown_fields)]
 pub(super) struct RuleDoc {
+    #[schemars(with = "WhenDoc")]
     pub(super) when: Spanned<WhenDoc>,
     #[serde(default)]
     pub(super) tools: ListDoc,
@@ -292,7 +349,8 @@ pub(super) struct RuleDoc {
     pub(super) resource_templates: ListDoc,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "When")]
 #[serde(deny_unknown_fields)]
 pub(super) struct WhenDoc {
     #[serde(default)]
@@ -305,12 +363,14 @@ pub(super) struct WhenDoc {
     pub(super) issuers: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Listen")]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListenDoc {
     #[serde(default = "default_proxy_addr")]
     pub(super) proxy: SocketAddr,
     #[serde(default = "default_admin_addr")]
+    #[schemars(with = "SocketAddr")]
     pub(super) admin: Spanned<SocketAddr>,
     #[serde(default = "default_drain")]
     pub(super) drain: HumanDuration,
@@ -320,6 +380,35 @@ pub(super) struct ListenDoc {
     pub(super) idle_timeout: HumanDuration,
     #[serde(default = "default_handshake_timeout")]
     pub(super) handshake_timeout: HumanDuration,
+    #[serde(default)]
+    #[schemars(with = "Option<ListenTlsDoc>")]
+    pub(super) tls: Option<Spanned<ListenTlsDoc>>,
+}
+
+/// TLS on the proxy listener. File paths are relative to the policy file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "ListenTls")]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenTlsDoc {
+    /// PEM certificate chain, leaf first.
+    pub(super) cert_file: String,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub(super) key_file: String,
+    /// PEM CA bundle that client certificates must chain to.
+    #[serde(default)]
+    pub(super) client_ca_file: Option<String>,
+    /// With `client_ca_file`: whether every client must present one.
+    #[serde(default)]
+    pub(super) client_certificates: ClientCertificatesDoc,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, JsonSchema)]
+#[schemars(rename = "ClientCertificates")]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ClientCertificatesDoc {
+    #[default]
+    Required,
+    Optional,
 }
 
 impl Default for ListenDoc {
@@ -331,6 +420,7 @@ impl Default for ListenDoc {
             max_connections: default_max_connections(),
             idle_timeout: default_idle_timeout(),
             handshake_timeout: default_handshake_timeout(),
+            tls: None,
         }
     }
 }
@@ -356,17 +446,39 @@ pub(super) fn default_drain() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Upstream")]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpstreamDoc {
+    #[schemars(with = "String")]
     pub(super) url: Spanned<String>,
     /// No longer read: split into the two below. Kept to say so.
     #[serde(default)]
+    #[schemars(skip)]
     pub(super) timeout: Option<Spanned<HumanDuration>>,
     #[serde(default = "default_connect_timeout")]
     pub(super) connect_timeout: HumanDuration,
     #[serde(default = "default_response_timeout")]
     pub(super) response_timeout: HumanDuration,
+    #[serde(default)]
+    #[schemars(with = "Option<UpstreamTlsDoc>")]
+    pub(super) tls: Option<Spanned<UpstreamTlsDoc>>,
+}
+
+/// TLS to an `https://` upstream. File paths are relative to the policy file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "UpstreamTls")]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpstreamTlsDoc {
+    /// PEM CA bundle to trust instead of the system's trust store.
+    #[serde(default)]
+    pub(super) ca_file: Option<String>,
+    /// PEM client certificate chain, for an upstream that asks for one.
+    #[serde(default)]
+    pub(super) cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub(super) key_file: Option<String>,
 }
 
 pub(super) fn default_connect_timeout() -> HumanDuration {
@@ -376,23 +488,28 @@ pub(super) fn default_response_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "ToolTimeout")]
 #[serde(deny_unknown_fields)]
 pub(super) struct ToolTimeoutDoc {
     pub(super) tools: Vec<String>,
     pub(super) response_timeout: HumanDuration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "Transport")]
 #[serde(deny_unknown_fields)]
 pub(super) struct TransportDoc {
     #[serde(default = "default_allowed_hosts")]
+    #[schemars(with = "Vec<String>")]
     pub(super) allowed_hosts: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub(super) allowed_origins: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) require_origin: bool,
     #[serde(default = "default_protocol_versions")]
+    #[schemars(with = "Vec<String>")]
     pub(super) protocol_versions: Vec<Spanned<String>>,
     #[serde(default = "default_max_body")]
     pub(super) max_body: ByteSize,

@@ -40,6 +40,20 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^\\s*[0-9]+(ms|s|m|h)\\s*$",
+            "description": "A whole number and a unit: ms, s, m or h (e.g. 30s)",
+        })
+    }
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}ms", self.0.as_millis())
@@ -74,6 +88,22 @@ impl ByteSize {
             }
         };
         number.checked_mul(factor).map(Self).ok_or_else(|| format!("size `{text}` is too large"))
+    }
+}
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|KiB|MiB|GiB|KB|MB|GB)?\\s*$" },
+            ],
+            "description": "Bytes: a whole number with an optional unit, B, KiB, MiB, GiB, KB, MB or GB (e.g. 4MiB)",
+        })
     }
 }
 

@@ -77,6 +77,10 @@ pub fn principal(identity: &Identity, described: &Described) -> Result<Principal
             .ok_or_else(|| {
                 AuthError::Invalid(format!("no signing key `{}` is configured", described.subject))
             }),
+        CredentialKind::Mtls => match &identity.mtls {
+            Some(_) => Ok(with(&[], &[])),
+            None => Err(AuthError::Invalid("no identity.mtls is configured".into())),
+        },
         CredentialKind::TrustedHeader => match &identity.trusted_header {
             Some(_) => Ok(with(&described.groups, &described.scopes)),
             None => Err(AuthError::Invalid("no trusted_header is configured".into())),

@@ -197,23 +197,11 @@ impl RemoteKeys {
     }
 }
 
-/// A TLS client configuration on aws-lc-rs (named explicitly, so a second
-/// provider in the tree could never make the choice ambiguous) trusting the
-/// system's certificate store, where a private CA for an internal identity
-/// provider would be installed.
+/// A TLS client configuration trusting the system's certificate store,
+/// where a private CA for an internal identity provider would be installed.
 fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for error in &found.errors {
-        tracing::warn!(%error, "while loading the system trust store");
-    }
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!("no trusted certificates found: https:// JWKS URLs cannot be verified");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
+        .with_root_certificates(crate::tls::system_roots())
         .with_no_client_auth())
 }

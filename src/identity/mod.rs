@@ -13,6 +13,7 @@ pub mod api_key;
 pub mod describe;
 pub mod jwks;
 pub mod jwt;
+pub mod mtls;
 mod net;
 pub mod signature;
 
@@ -32,6 +33,7 @@ pub enum CredentialKind {
     Anonymous,
     ApiKey,
     Jwt,
+    Mtls,
     Signature,
     TrustedHeader,
 }
@@ -42,16 +44,21 @@ impl CredentialKind {
             CredentialKind::Anonymous => "anonymous",
             CredentialKind::ApiKey => "api_key",
             CredentialKind::Jwt => "jwt",
+            CredentialKind::Mtls => "mtls",
             CredentialKind::Signature => "signature",
             CredentialKind::TrustedHeader => "trusted_header",
         }
     }
+
+    /// What an unknown kind's error lists.
+    pub const NAMES: &'static str = "anonymous, api_key, jwt, mtls, signature or trusted_header";
 
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "anonymous" => CredentialKind::Anonymous,
             "api_key" => CredentialKind::ApiKey,
             "jwt" => CredentialKind::Jwt,
+            "mtls" => CredentialKind::Mtls,
             "signature" => CredentialKind::Signature,
             "trusted_header" => CredentialKind::TrustedHeader,
             _ => return None,
@@ -162,6 +169,8 @@ pub struct Identity {
     pub upstream_headers: Option<UpstreamHeaders>,
     pub metadata: ResourceMetadata,
     pub signatures: Option<signature::SignatureSettings>,
+    /// Verified client certificates as credentials.
+    pub mtls: Option<mtls::MtlsSettings>,
     /// Inbound headers removed before forwarding (computed once).
     pub strip_inbound: Vec<HeaderName>,
 }
@@ -287,12 +296,15 @@ pub struct Authenticated {
     pub check_digest: bool,
 }
 
-/// Establishes the principal of one request.
+/// Establishes the principal of one request. `client_cert` is the
+/// connection's verified client certificate, a credential where
+/// `identity.mtls` is configured.
 pub fn authenticate(
     identity: &Identity,
     access: &Access,
     request: &signature::Request<'_>,
     peer: IpAddr,
+    client_cert: Option<&mtls::ClientCertificate>,
     caches: &Caches,
 ) -> Result<Authenticated, AuthError> {
     let headers = request.headers;
@@ -305,7 +317,11 @@ pub fn authenticate(
                 found => Some((t, found)),
             },
         );
-    let presented = usize::from(bearer.is_some()) + usize::from(signed) + usize::from(trusted.is_some());
+    let certified = identity.mtls.as_ref().zip(client_cert);
+    let presented = usize::from(bearer.is_some())
+        + usize::from(signed)
+        + usize::from(trusted.is_some())
+        + usize::from(certified.is_some());
     if presented > 1 {
         return Err(AuthError::Ambiguous("present exactly one credential".into()));
     }
@@ -359,6 +375,8 @@ pub fn authenticate(
             expires: None,
             key: None,
         }
+    } else if let Some((settings, cert)) = certified {
+        mtls::principal(settings, cert)?
     } else {
         Principal::anonymous()
     };

@@ -32,6 +32,9 @@ pub struct Policy {
     pub identity: crate::identity::Identity,
     pub sessions: SessionSettings,
     pub virtual_servers: HashMap<String, VirtualServer>,
+    /// The proxy listener's TLS configuration, when it speaks TLS: each
+    /// new connection takes the running policy's.
+    pub listener_tls: Option<Arc<rustls::ServerConfig>>,
     pub meta: PolicyMeta,
 }
 
@@ -71,7 +74,9 @@ pub struct SessionSettings {
 /// Where requests go once they pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// `host:port` of the upstream MCP server (HTTP).
+    /// For an `https://` upstream, how to speak TLS to it.
+    pub tls: Option<UpstreamTls>,
+    /// `host:port` of the upstream MCP server.
     pub authority: Authority,
     /// The upstream's MCP endpoint path, e.g. `/mcp`.
     pub path: String,
@@ -80,6 +85,35 @@ pub struct Upstream {
     /// How long to wait for the upstream's response head, connecting
     /// included (a virtual server or a tool pattern may say otherwise).
     pub response_timeout: Duration,
+}
+
+/// TLS to the upstream: the client configuration, and a fingerprint of
+/// what it was built from (its files), which tells the connection pool
+/// when a reload changed it.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub fingerprint: String,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// The transport rules of the MCP Streamable HTTP specification, with the

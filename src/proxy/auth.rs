@@ -24,7 +24,8 @@ fn base_url(policy: &Policy, headers: &HeaderMap, uri: &http::Uri) -> String {
     }
     // The authority was checked against the allowlist before this point.
     let host = super::guard::authority(uri, headers).ok().flatten().unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if policy.listener_tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// RFC 6750 quoted-string content: no quotes, backslashes or controls.

@@ -1,5 +1,6 @@
-//! Forwarding to the upstream MCP server: one pooled HTTP/1.1 client,
-//! header rewriting, and a response body that streams frame by frame.
+//! Forwarding to the upstream MCP server: a pooled client (HTTP/1.1, or
+//! over TLS HTTP/2 where the upstream offers it by ALPN), header
+//! rewriting, and a response body that streams frame by frame.
 //!
 //! As in hyper's own gateway example, this stays short: build the upstream
 //! request, send it under a timeout, stream the answer back. Policy decisions
@@ -7,8 +8,9 @@
 
 use super::exchange::{End, Ending};
 use super::refusal::{Refusal, code};
+use crate::connection::ClientConnection;
 use crate::identity::{self, Identity, Principal};
-use crate::policy::Upstream;
+use crate::policy::{Upstream, UpstreamTls};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -19,19 +21,27 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The pooled client every request to the upstream goes through.
-#[derive(Clone)]
+type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The pooled clients every request to the upstream goes through: one for
+/// `http://`, and one for `https://` built from the running policy's TLS
+/// configuration (replaced, with its pool, when a reload changes it).
 pub struct UpstreamClient {
-    client: Client<TimedConnector, Full<Bytes>>,
+    plain: Client<TimedConnector<HttpConnector>, Full<Bytes>>,
+    tls: arc_swap::ArcSwapOption<TlsClient>,
     /// The running policy's `upstream.connect_timeout`, in milliseconds.
     connect_timeout: Arc<AtomicU64>,
+}
+
+struct TlsClient {
+    fingerprint: String,
+    client: Client<TimedConnector<HttpsConnector>, Full<Bytes>>,
 }
 
 impl Default for UpstreamClient {
@@ -40,11 +50,12 @@ impl Default for UpstreamClient {
     }
 }
 
-/// Connecting to the upstream takes at most `upstream.connect_timeout`,
-/// read when each connection is made, so that a reload changes it.
+/// Connecting to the upstream (the TLS handshake included) takes at most
+/// `upstream.connect_timeout`, read when each connection is made, so that
+/// a reload changes it.
 #[derive(Clone)]
-struct TimedConnector {
-    inner: HttpConnector,
+struct TimedConnector<C> {
+    inner: C,
     timeout_ms: Arc<AtomicU64>,
 }
 
@@ -53,8 +64,13 @@ struct TimedConnector {
 #[error("connecting took longer than {0} ms")]
 struct ConnectTimeout(u64);
 
-impl tower_service::Service<Uri> for TimedConnector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+impl<C> tower_service::Service<Uri> for TimedConnector<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = C::Response;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -74,16 +90,40 @@ impl tower_service::Service<Uri> for TimedConnector {
     }
 }
 
+fn tcp_connector(enforce_http: bool) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(enforce_http);
+    connector
+}
+
 impl UpstreamClient {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
         let connect_timeout = Arc::new(AtomicU64::new(5_000));
-        let connector = TimedConnector { inner: connector, timeout_ms: connect_timeout.clone() };
+        let connector = TimedConnector { inner: tcp_connector(true), timeout_ms: connect_timeout.clone() };
+        let plain =
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        Self { plain, tls: Default::default(), connect_timeout }
+    }
+
+    /// The `https://` client for the running policy's TLS configuration.
+    fn tls_client(&self, tls: &UpstreamTls) -> Arc<TlsClient> {
+        if let Some(current) = self.tls.load_full()
+            && current.fingerprint == tls.fingerprint
+        {
+            return current;
+        }
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls.config).clone())
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(tcp_connector(false));
+        let connector = TimedConnector { inner: https, timeout_ms: self.connect_timeout.clone() };
         let client =
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Self { client, connect_timeout }
+        let built = Arc::new(TlsClient { fingerprint: tls.fingerprint.clone(), client });
+        self.tls.store(Some(built.clone()));
+        built
     }
 
     /// Sends the request and returns the upstream's response head with a
@@ -98,7 +138,11 @@ impl UpstreamClient {
         ending: &Ending,
     ) -> Result<Response<UpstreamBody>, Refusal> {
         self.connect_timeout.store(upstream.connect_timeout.as_millis() as u64, Ordering::Relaxed);
-        let response = match tokio::time::timeout(response_timeout, self.client.request(request)).await {
+        let sending = match &upstream.tls {
+            None => self.plain.request(request),
+            Some(tls) => self.tls_client(tls).client.request(request),
+        };
+        let response = match tokio::time::timeout(response_timeout, sending).await {
             Err(_) => {
                 tracing::warn!(upstream = %upstream.authority, timeout_ms = response_timeout.as_millis() as u64, "upstream did not answer in time");
                 return Err(Refusal::new(
@@ -118,6 +162,8 @@ impl UpstreamClient {
                         "The upstream MCP server could not be reached within {} ms",
                         upstream.connect_timeout.as_millis()
                     )
+                } else if let Some(tls) = tls_failure(&error) {
+                    format!("The upstream MCP server's TLS connection was refused: {tls}")
                 } else {
                     "The upstream MCP server is unavailable".to_owned()
                 };
@@ -134,6 +180,40 @@ impl UpstreamClient {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, UpstreamBody { inner: body, done: false, ending: ending.clone() }))
     }
+}
+
+/// What went wrong in the TLS handshake with the upstream, if that failed:
+/// said to the client, since it is the deployment's to fix (a certificate
+/// for another name, an unknown CA) and names nothing secret.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            use rustls::CertificateError as C;
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                    "its certificate is not valid for the upstream url's host"
+                }
+                rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+                    "its certificate is not signed by a trusted CA (upstream.tls.ca_file)"
+                }
+                rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                    "its certificate has expired"
+                }
+                rustls::Error::InvalidCertificate(_) => "its certificate is not acceptable",
+                rustls::Error::AlertReceived(_) => {
+                    "it sent a TLS alert (a client certificate it needs? upstream.tls.cert_file)"
+                }
+                _ => "the TLS handshake failed",
+            });
+        }
+        // An io::Error's `source` skips the error it wraps: look inside.
+        cause = match current.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    None
 }
 
 /// Whether `E` is in the chain of causes of `error`.
@@ -198,7 +278,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 pub fn upstream_request(
     upstream: &Upstream,
     parts: http::request::Parts,
-    peer: SocketAddr,
+    client: &ClientConnection,
     body: Bytes,
     identity: &Identity,
     principal: &Principal,
@@ -210,7 +290,7 @@ pub fn upstream_request(
         None => upstream.path.clone(),
     };
     let target = Uri::builder()
-        .scheme("http")
+        .scheme(upstream.scheme())
         .authority(upstream.authority.clone())
         .path_and_query(path_and_query)
         .build()
@@ -259,10 +339,11 @@ pub fn upstream_request(
     if let Ok(value) = HeaderValue::from_str(upstream.authority.as_str()) {
         headers.insert(header::HOST, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&client.peer.ip().to_string()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if client.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = client_host {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -367,6 +448,7 @@ mod tests {
     #[test]
     fn forwarded_headers_replace_client_claims() -> Result<(), Box<dyn std::error::Error>> {
         let upstream = Upstream {
+            tls: None,
             authority: "10.0.0.1:8080".parse()?,
             path: "/mcp".into(),
             connect_timeout: Duration::from_secs(1),
@@ -383,7 +465,7 @@ mod tests {
         let request = upstream_request(
             &upstream,
             parts,
-            "192.0.2.9:5000".parse()?,
+            &ClientConnection { peer: "192.0.2.9:5000".parse()?, tls: false, certificate: None },
             Bytes::new(),
             &Identity::default(),
             &Principal::anonymous(),

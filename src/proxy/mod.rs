@@ -25,6 +25,7 @@ pub mod session;
 pub use forward::UpstreamClient;
 pub use refusal::Refusal;
 
+use crate::connection::ClientConnection;
 use crate::identity;
 use crate::mcp::envelope::{self, Kind, Payload};
 use crate::mcp::headers::{self, SingleHeader};
@@ -38,7 +39,6 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,11 +59,12 @@ pub struct Gateway {
 pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    client: Arc<ClientConnection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let policy = gateway.policy.load();
+    let peer = client.peer;
     let mut exchange = Exchange::new(peer, request.method().clone(), request.uri().path().to_owned());
-    let response = match pipeline(&gateway, &policy, request, peer, &mut exchange).await {
+    let response = match pipeline(&gateway, &policy, request, &client, &mut exchange).await {
         Ok(response) => response,
         Err(refusal) => {
             exchange.refusal = Some(refusal.reason);
@@ -81,9 +82,10 @@ async fn pipeline(
     gateway: &Arc<Gateway>,
     policy: &Arc<Policy>,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    client: &ClientConnection,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    let peer = client.peer;
     let transport = &policy.transport;
     if let Some(suffix) = request.uri().path().strip_prefix(auth::METADATA_PREFIX) {
         guard::host(request.uri(), request.headers(), transport)?;
@@ -101,7 +103,7 @@ async fn pipeline(
         let outbound = forward::upstream_request(
             &policy.upstream,
             parts,
-            peer,
+            client,
             Bytes::new(),
             &policy.identity,
             &anonymous,
@@ -116,9 +118,15 @@ async fn pipeline(
         headers: request.headers(),
     };
     identity::prepare(&policy.identity, request.headers(), &gateway.caches).await;
-    let authenticated =
-        identity::authenticate(&policy.identity, &server.access, &signed, peer.ip(), &gateway.caches)
-            .map_err(|error| auth::refusal(error, policy, server, request.headers(), request.uri()))?;
+    let authenticated = identity::authenticate(
+        &policy.identity,
+        &server.access,
+        &signed,
+        peer.ip(),
+        client.certificate.as_ref(),
+        &gateway.caches,
+    )
+    .map_err(|error| auth::refusal(error, policy, server, request.headers(), request.uri()))?;
     let principal = authenticated.principal;
     let view = server.view(&principal);
 
@@ -199,7 +207,7 @@ async fn pipeline(
     }
     let method = parts.method.clone();
     let upstream = &policy.upstream;
-    let outbound = forward::upstream_request(upstream, parts, peer, body, &policy.identity, &principal)?;
+    let outbound = forward::upstream_request(upstream, parts, client, body, &policy.identity, &principal)?;
     let started = Instant::now();
     // The whole answer of a JSON reply (head and body) is due within the
     // response timeout; a stream only its head.

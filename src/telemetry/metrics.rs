@@ -45,6 +45,11 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyInfoLabels {
     sha256: String,
 }
@@ -61,6 +66,7 @@ pub struct Metrics {
     generation: Gauge,
     loaded_at: Gauge,
     policy_info: Family<PolicyInfoLabels, Gauge>,
+    tls_failures: Family<TlsLabels, Counter>,
     running_sha256: Mutex<String>,
 }
 
@@ -130,6 +136,12 @@ impl Metrics {
         );
         let policy_info = Family::<PolicyInfoLabels, Gauge>::default();
         registry.register("policy_info", "The running policy's SHA-256 (value 1)", policy_info.clone());
+        let tls_failures = Family::<TlsLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the proxy listener that failed, by reason (client_certificate, protocol, other)",
+            tls_failures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -142,6 +154,7 @@ impl Metrics {
             generation,
             loaded_at,
             policy_info,
+            tls_failures,
             running_sha256: Mutex::new(String::new()),
         }
     }
@@ -170,6 +183,20 @@ impl Metrics {
 
     pub fn list_refused(&self) {
         self.lists_refused.inc();
+    }
+
+    /// Counts a failed TLS handshake: a client certificate missing, expired
+    /// or from another CA; no common protocol version or cipher; or else.
+    pub fn tls_refused(&self, error: &std::io::Error) {
+        use rustls::Error as E;
+        let reason = match error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+            Some(E::InvalidCertificate(_) | E::NoCertificatesPresented) => "client_certificate",
+            Some(
+                E::PeerIncompatible(_) | E::NoApplicationProtocol | E::InappropriateHandshakeMessage { .. },
+            ) => "protocol",
+            _ => "other",
+        };
+        self.tls_failures.get_or_create(&TlsLabels { reason }).inc();
     }
 
     pub fn reload(&self, result: &'static str) {

@@ -7,6 +7,7 @@
 mod hostile;
 mod rmcp_servers;
 mod sdk_upstreams;
+pub mod tls;
 
 pub use hostile::*;
 pub use rmcp_servers::*;
@@ -425,5 +426,44 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The running policy's generation, as the admin listener reports it.
+pub async fn generation(admin: SocketAddr) -> u64 {
+    send(admin, "GET", "/policy", &[], "").await.json()["generation"].as_u64().unwrap_or(0)
+}
+
+/// Waits (up to 10 s) until the policy generation reaches `wanted`.
+pub async fn until_generation(admin: SocketAddr, wanted: u64) -> TestResult {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while generation(admin).await < wanted {
+        assert!(std::time::Instant::now() < deadline, "the reload never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Writes `files` into `dir` as the kubelet updates a ConfigMap or Secret
+/// volume: a new hidden directory, the `..data` symlink swapped to it by a
+/// rename, each file a symlink through `..data`, the old directory removed.
+pub fn kubelet_swap(dir: &std::path::Path, files: &[(&str, &str)]) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let version = format!("..2026_11_21_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    std::fs::create_dir_all(dir.join(&version)).expect("create the volume's version directory");
+    for (name, text) in files {
+        std::fs::write(dir.join(&version).join(name), text).expect("write a volume file");
+    }
+    let previous = std::fs::read_link(dir.join("..data")).ok();
+    let _ = std::fs::remove_file(dir.join("..data_tmp"));
+    std::os::unix::fs::symlink(&version, dir.join("..data_tmp")).expect("link ..data_tmp");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap ..data");
+    for (name, _) in files {
+        if std::fs::symlink_metadata(dir.join(name)).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).expect("link a volume file");
+        }
+    }
+    if let Some(previous) = previous {
+        let _ = std::fs::remove_dir_all(dir.join(previous));
     }
 }

@@ -17,15 +17,51 @@ fn header_name(text: &str) -> Result<http::HeaderName, String> {
 
 impl IdentityDoc {
     pub(super) fn compile(
-        self,
+        mut self,
         path: &Path,
         referenced: &mut Vec<std::path::PathBuf>,
         inputs: &mut Vec<u8>,
     ) -> Result<Identity, ConfigError> {
+        // Secrets may live in files of their own (mounted Secrets), so that
+        // the policy itself holds none: read them into their places.
+        let mut from_file = |at: &Spanned<()>,
+                             inline: &mut Option<String>,
+                             file: &Option<String>,
+                             what: &str| match (inline.as_ref(), file) {
+            (Some(_), Some(_)) => {
+                Err(invalid_at(path, at, format_args!("give `{what}` or `{what}_file`, not both")))
+            }
+            (None, Some(name)) => {
+                let (_, text) = super::read_input(path, at, name, what, referenced, inputs)?;
+                *inline = Some(text.trim().to_owned());
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        for key in &mut self.api_keys {
+            let here = Spanned::new((), key.referenced, key.defined);
+            from_file(&here, &mut key.value.sha256, &key.value.sha256_file, "sha256")?;
+        }
+        for issuer in &mut self.jwt {
+            let here = Spanned::new((), issuer.referenced, issuer.defined);
+            from_file(&here, &mut issuer.value.secret, &issuer.value.secret_file, "secret")?;
+        }
+        if let Some(signatures) = &mut self.signatures {
+            for key in &mut signatures.value.keys {
+                let here = Spanned::new((), key.referenced, key.defined);
+                from_file(&here, &mut key.value.secret, &key.value.secret_file, "secret")?;
+            }
+        }
         let mut api_keys = Vec::with_capacity(self.api_keys.len());
         for key in &self.api_keys {
-            let sha256 =
-                identity::api_key::parse_hash(&key.value.sha256).map_err(|m| invalid_at(path, key, m))?;
+            let sha256 = identity::api_key::parse_hash(key.value.sha256.as_deref().ok_or_else(|| {
+                invalid_at(
+                    path,
+                    key,
+                    format_args!("API key `{}` needs `sha256` or `sha256_file`", key.value.id),
+                )
+            })?)
+            .map_err(|m| invalid_at(path, key, m))?;
             if api_keys.iter().any(|k: &identity::api_key::ApiKey| k.id == key.value.id || k.sha256 == sha256)
             {
                 return Err(invalid_at(

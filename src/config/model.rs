@@ -150,6 +150,9 @@ pub(super) struct SignatureKeyDoc {
     /// hmac-sha256: base64 of the shared secret.
     #[serde(default)]
     pub(super) secret: Option<String>,
+    /// hmac-sha256: a file holding `secret` (a mounted Secret).
+    #[serde(default)]
+    pub(super) secret_file: Option<String>,
     #[serde(default)]
     pub(super) groups: Vec<String>,
     #[serde(default)]
@@ -161,7 +164,12 @@ pub(super) struct SignatureKeyDoc {
 #[serde(deny_unknown_fields)]
 pub(super) struct ApiKeyDoc {
     pub(super) id: String,
-    pub(super) sha256: String,
+    /// Hex SHA-256 of the key.
+    #[serde(default)]
+    pub(super) sha256: Option<String>,
+    /// A file holding `sha256` (a mounted Secret).
+    #[serde(default)]
+    pub(super) sha256_file: Option<String>,
     #[serde(default)]
     pub(super) groups: Vec<String>,
     #[serde(default)]
@@ -185,6 +193,9 @@ pub(super) struct JwtDoc {
     /// Base64 shared secret for HS256/384/512.
     #[serde(default)]
     pub(super) secret: Option<String>,
+    /// A file holding `secret` (a mounted Secret).
+    #[serde(default)]
+    pub(super) secret_file: Option<String>,
     #[serde(default = "default_leeway")]
     pub(super) leeway: HumanDuration,
     #[serde(default)]

@@ -305,3 +305,38 @@ fn oversized_policy_files_are_refused_unread() {
         assert!(message.contains("larger than"), "{message}");
     }
 }
+
+#[test]
+fn secrets_can_come_from_files_of_their_own() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("toolgate-secret-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    std::fs::write(dir.join("ops.sha256"), format!("{hash}\n"))?;
+    std::fs::write(dir.join("hmac"), "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=\n")?;
+    let file = dir.join("policy.yaml");
+    let with = |identity: &str| {
+        format!("version: 1\nupstream: {{ url: http://x/mcp }}\nidentity:\n{identity}\n{VS}")
+    };
+    let keys = "  api_keys: [{ id: ops, sha256_file: ops.sha256 }]\n  signatures:\n    keys: [{ id: ci, alg: hmac-sha256, secret_file: hmac }]";
+    let loaded = load_str(&with(keys), &file)?;
+    assert_eq!(
+        loaded.policy.identity.api_keys[0].sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        hash
+    );
+    assert_eq!(loaded.policy.meta.referenced_files.len(), 2, "secret files are watched for rotation");
+    // A rotated secret file changes the policy's inputs, so it reloads.
+    std::fs::write(
+        dir.join("ops.sha256"),
+        "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+    )?;
+    let rotated = load_str(&with(keys), &file)?;
+    assert_ne!(rotated.policy.meta.inputs_sha256, loaded.policy.meta.inputs_sha256);
+    let both = load_str(&with("  api_keys: [{ id: ops, sha256: x, sha256_file: ops.sha256 }]"), &file);
+    assert!(both.is_err_and(|e| e.to_string().contains("give `sha256` or `sha256_file`, not both")));
+    let neither = load_str(&with("  api_keys: [{ id: ops }]"), &file);
+    assert!(neither.is_err_and(|e| e.to_string().contains("needs `sha256` or `sha256_file`")));
+    let missing = load_str(&with("  api_keys: [{ id: ops, sha256_file: nope }]"), &file);
+    assert!(missing.is_err_and(|e| e.to_string().contains("cannot read sha256")));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -80,6 +80,8 @@ values = closed(
         ]}},
         {"if": {"properties": {"tls": {"properties": {"enabled": {"const": True}}, "required": ["enabled"]}}, "required": ["tls"]},
          "then": {"properties": {"tls": {"properties": {"secretName": {"minLength": 1}}, "required": ["secretName"]}}}},
+        {"if": {"properties": {"tls": {"properties": {"clientCertificates": {"enum": ["required", "optional"]}}, "required": ["clientCertificates"]}}, "required": ["tls"]},
+         "then": {"properties": {"tls": {"properties": {"clientCaSecretName": {"minLength": 1}}, "required": ["clientCaSecretName"]}}}},
     ],
 )
 values["$schema"] = "http://json-schema.org/draft-07/schema#"

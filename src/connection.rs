@@ -40,6 +40,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+/// How a TLS listener accepts: the running policy's configuration when the
+/// connection came, the SHA-256 of the client CA bundle it verifies
+/// against, and where failed handshakes are counted.
+pub struct Tls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub client_ca: [u8; 32],
+    pub metrics: Arc<crate::telemetry::Metrics>,
+}
+
 /// What is known of a client connection before its first request.
 #[derive(Debug, Clone)]
 pub struct ClientConnection {
@@ -273,7 +282,7 @@ impl Body for Tracked {
 pub async fn serve<M, F, Fut>(
     mut stream: TcpStream,
     peer: std::net::SocketAddr,
-    tls: Option<(Arc<rustls::ServerConfig>, Arc<crate::telemetry::Metrics>)>,
+    tls: Option<Tls>,
     make: M,
     timeouts: Timeouts,
     signals: Signals,
@@ -283,7 +292,7 @@ pub async fn serve<M, F, Fut>(
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let deadline = tokio::time::Instant::now() + timeouts.handshake;
-    let Some((config, metrics)) = tls else {
+    let Some(Tls { config, client_ca, metrics }) = tls else {
         let Ok(Ok((protocol, start))) = tokio::time::timeout_at(deadline, detect(&mut stream)).await else {
             return;
         };
@@ -302,25 +311,25 @@ pub async fn serve<M, F, Fut>(
         Err(_) => return,
     };
     let (_, session) = stream.get_ref();
-    let h2 = session.alpn_protocol() == Some(b"h2");
-    let certificate = match session.peer_certificates().and_then(|chain| chain.first()) {
-        None => None,
-        Some(leaf) => match crate::identity::mtls::ClientCertificate::read(leaf) {
-            Ok(certificate) => Some(certificate),
-            Err(error) => {
-                tracing::warn!(%peer, %error, "closing a connection whose verified client certificate cannot be read");
-                return;
-            }
-        },
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let certificate = session
+        .peer_certificates()
+        .filter(|chain| !chain.is_empty())
+        .map(|chain| crate::identity::mtls::ClientCertificate::read(chain, client_ca));
+    // The protocol the bytes show must be the one ALPN chose, if it chose.
+    let (protocol, start) = match tokio::time::timeout_at(deadline, detect(&mut stream)).await {
+        Ok(Ok(detected)) => detected,
+        Ok(Err(_)) | Err(_) => return,
     };
-    let (protocol, start) = if h2 {
-        (Protocol::Http2, Vec::new())
-    } else {
-        match tokio::time::timeout_at(deadline, detect(&mut stream)).await {
-            Ok(Ok(detected)) => detected,
-            Ok(Err(_)) | Err(_) => return,
-        }
+    let agreed = match alpn.as_deref() {
+        Some(b"h2") => protocol == Protocol::Http2,
+        Some(b"http/1.1") => protocol == Protocol::Http1,
+        _ => true,
     };
+    if !agreed {
+        tracing::debug!(%peer, "closing a connection that speaks another protocol than ALPN chose");
+        return;
+    }
     let handler = make(ClientConnection { peer, tls: true, certificate });
     let io = Replayed { start, position: 0, inner: stream };
     run(io, protocol, handler, timeouts, signals).await;

@@ -164,7 +164,11 @@ impl Server {
                     }
                     let gateway = gateway.clone();
                     // New connections take the running policy's certificate.
-                    let tls = gateway.policy.load().listener_tls.clone().map(|c| (c, gateway.metrics.clone()));
+                    let tls = gateway.policy.load().listener_tls.clone().map(|tls| connection::Tls {
+                        config: tls.config,
+                        client_ca: tls.client_ca.unwrap_or_default(),
+                        metrics: gateway.metrics.clone(),
+                    });
                     let make = move |client: connection::ClientConnection| {
                         let client = Arc::new(client);
                         move |request| proxy::handle(gateway.clone(), request, client.clone())

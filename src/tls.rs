@@ -115,6 +115,12 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if clients.is_some() {
+        // A resumed session would bring back a client certificate without
+        // verifying it again, past its expiry or its CA's removal.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
 }
 

@@ -238,6 +238,10 @@ fn bad_values_are_refused_by_the_schema_with_the_key_named() {
         ),
         (json!({"mode": "standalone"}), "upstreamUrl"),
         (sidecar(json!({"tls": {"enabled": true}})), "secretName"),
+        (
+            sidecar(json!({"tls": {"enabled": true, "secretName": "t", "clientCertificates": "required"}})),
+            "clientCaSecretName",
+        ),
         (sidecar(json!({"image": {"repository": "toolgate", "digest": "latest"}})), "digest"),
         (sidecar(json!({"standalone": {"upstreamUrl": "ftp://x"}})), "upstreamUrl"),
     ];

@@ -215,6 +215,18 @@ async fn an_mtls_principal_is_allowed_and_denied_by_rules() -> TestResult {
     let ambiguous = both.send("POST", "/mcp", &headers, CALL_ECHO).await?;
     assert_eq!(ambiguous.status, 400, "{}", ambiguous.text());
 
+    // A reload that trusts another client CA stops the old one vouching,
+    // on connections already open too.
+    let mut open = TlsConnection::connect(gate.addr, with(Some(&agent_a))).await?;
+    assert_eq!(open.send("POST", "/mcp", POST_0618, CALL_ECHO).await?.status, 200);
+    std::fs::write(dir.join("certs/clients.pem"), Ca::new("replacement client CA").pem())?;
+    until_generation(gate.admin, 2).await?;
+    let after = open.send("POST", "/mcp", POST_0618, CALL_ECHO).await?;
+    assert_eq!(after.status, 401, "{}", after.text());
+    assert!(after.text().contains("no longer trusts"), "{}", after.text());
+    std::fs::write(dir.join("certs/clients.pem"), clients.pem())?;
+    until_generation(gate.admin, 3).await?;
+
     // `explain` judges an mtls caller as the proxy does.
     let file = dir.join("policy.yaml");
     for (subject, code) in
@@ -350,9 +362,38 @@ fn check_says_what_is_wrong_with_tls_settings() {
             base(listen_ok, plain_upstream, "identity:\n  mtls: { subject: spiffe }"),
             "unknown variant `spiffe`",
         ),
+        (
+            base(&format!("{listen_ok}\n    client_certificates: required"), plain_upstream, ""),
+            "listen.tls.client_certificates needs client_ca_file",
+        ),
     ];
     for (text, expected) in cases {
         let said = check(&text);
         assert!(said.contains(expected), "expected {expected:?}, got {said:?} for\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_finishes_is_cut_off() -> TestResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("test CA");
+    let dir = scratch_dir();
+    ca.server(&["localhost"]).write(&dir.join("certs"));
+    let upstream = start_sdk_upstream(true).await;
+    let gate =
+        start_in(&dir, &tls_policy(&format!("http://{upstream}/mcp"), "  handshake_timeout: 1s", "")).await;
+    // Silence, and the first bytes of a ClientHello that never goes on.
+    for start in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]] {
+        let mut stream = tokio::net::TcpStream::connect(gate.addr).await?;
+        stream.write_all(start).await?;
+        let began = Instant::now();
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await?;
+        assert!(matches!(read, Ok(0) | Err(_)), "the connection was not closed: {read:?}");
+        assert!(began.elapsed() < Duration::from_secs(5), "closed only after {:?}", began.elapsed());
+    }
+    // Everyone else is still served.
+    let reply = attempt(gate.addr, client_config(&ca.pem(), &[b"h2"], None), INITIALIZE).await?;
+    assert_eq!(reply.status, 200);
+    Ok(())
 }

@@ -80,7 +80,11 @@ impl PolicyDoc {
                 "identity.mtls needs verified client certificates: set listen.tls.client_ca_file",
             ));
         }
-        let identity = self.identity.compile(path, &mut referenced, &mut inputs)?;
+        let mut identity = self.identity.compile(path, &mut referenced, &mut inputs)?;
+        if let (Some(mtls), Some(ca)) = (&mut identity.mtls, listener_tls.as_ref().and_then(|t| t.client_ca))
+        {
+            mtls.ca = ca;
+        }
         let mut warnings = Vec::new();
         let mut virtual_servers = HashMap::new();
         if self.virtual_servers.value.is_empty() {

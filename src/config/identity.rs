@@ -145,6 +145,8 @@ impl IdentityDoc {
                     MtlsSubjectDoc::Email => identity::mtls::SubjectSource::Email,
                     MtlsSubjectDoc::Cn => identity::mtls::SubjectSource::CommonName,
                 },
+                // Set from listen.tls.client_ca_file once that is read.
+                ca: [0; 32],
             }),
             strip_inbound: Vec::new(),
         };

@@ -408,16 +408,16 @@ pub(super) struct ListenTlsDoc {
     /// PEM CA bundle that client certificates must chain to.
     #[serde(default)]
     pub(super) client_ca_file: Option<String>,
-    /// With `client_ca_file`: whether every client must present one.
+    /// With `client_ca_file`: whether every client must present one
+    /// (default: required).
     #[serde(default)]
-    pub(super) client_certificates: ClientCertificatesDoc,
+    pub(super) client_certificates: Option<ClientCertificatesDoc>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[schemars(rename = "ClientCertificates")]
 #[serde(rename_all = "lowercase")]
 pub(super) enum ClientCertificatesDoc {
-    #[default]
     Required,
     Optional,
 }

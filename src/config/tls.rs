@@ -5,11 +5,10 @@
 
 use super::model::{ClientCertificatesDoc, ListenTlsDoc, UpstreamTlsDoc};
 use super::{ConfigError, invalid_at, read_input};
-use crate::policy::UpstreamTls;
+use crate::policy::{ListenerTls, UpstreamTls};
 use crate::tls::{self, ClientCertificates};
 use serde_saphyr::Spanned;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Files read so far, and the bytes the policy's fingerprint covers.
 pub(super) struct Inputs<'a> {
@@ -33,7 +32,7 @@ pub(super) fn listener(
     path: &Path,
     doc: &Spanned<ListenTlsDoc>,
     inputs: &mut Inputs<'_>,
-) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+) -> Result<ListenerTls, ConfigError> {
     let tls = &doc.value;
     let chain = inputs.read(path, doc, &tls.cert_file, "listen.tls.cert_file")?;
     let key = inputs.read(path, doc, &tls.key_file, "listen.tls.key_file")?;
@@ -41,12 +40,32 @@ pub(super) fn listener(
         Some(name) => Some(inputs.read(path, doc, name, "listen.tls.client_ca_file")?),
         None => None,
     };
-    let mode = match tls.client_certificates {
-        ClientCertificatesDoc::Required => ClientCertificates::Required,
-        ClientCertificatesDoc::Optional => ClientCertificates::Optional,
+    let mode = match (tls.client_certificates, &clients) {
+        (Some(ClientCertificatesDoc::Optional), Some(_)) => ClientCertificates::Optional,
+        (Some(ClientCertificatesDoc::Required) | None, Some(_)) | (None, None) => {
+            ClientCertificates::Required
+        }
+        (Some(_), None) => {
+            return Err(invalid_at(
+                path,
+                doc,
+                "listen.tls.client_certificates needs client_ca_file: the CA client certificates are verified against",
+            ));
+        }
     };
-    tls::server_config(chain.as_bytes(), key.as_bytes(), clients.as_deref().map(|ca| (ca.as_bytes(), mode)))
-        .map_err(|m| invalid_at(path, doc, format_args!("listen.tls: {m}")))
+    let config = tls::server_config(
+        chain.as_bytes(),
+        key.as_bytes(),
+        clients.as_deref().map(|ca| (ca.as_bytes(), mode)),
+    )
+    .map_err(|m| invalid_at(path, doc, format_args!("listen.tls: {m}")))?;
+    let client_ca = clients.map(|ca| {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ca.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    });
+    Ok(ListenerTls { config, client_ca })
 }
 
 /// The TLS client configuration of an `https://` upstream (`doc` absent:

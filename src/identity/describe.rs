@@ -77,8 +77,10 @@ pub fn principal(identity: &Identity, described: &Described) -> Result<Principal
             .ok_or_else(|| {
                 AuthError::Invalid(format!("no signing key `{}` is configured", described.subject))
             }),
+        // The same CA and subject source must still vouch for it.
         CredentialKind::Mtls => match &identity.mtls {
-            Some(_) => Ok(with(&[], &[])),
+            Some(settings) if same_key(&settings.binding()) => Ok(with(&[], &[])),
+            Some(_) => Err(AuthError::Invalid("the client CA or the subject source changed".into())),
             None => Err(AuthError::Invalid("no identity.mtls is configured".into())),
         },
         CredentialKind::TrustedHeader => match &identity.trusted_header {

@@ -317,7 +317,10 @@ pub fn authenticate(
                 found => Some((t, found)),
             },
         );
-    let certified = identity.mtls.as_ref().zip(client_cert);
+    // A certificate is a credential only where `mtls` ones are accepted:
+    // elsewhere it gated the connection and another credential may speak.
+    let accepts_mtls = access.credentials.is_empty() || access.credentials.contains(&CredentialKind::Mtls);
+    let certified = identity.mtls.as_ref().filter(|_| accepts_mtls).zip(client_cert);
     let presented = usize::from(bearer.is_some())
         + usize::from(signed)
         + usize::from(trusted.is_some())

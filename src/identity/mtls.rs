@@ -8,7 +8,13 @@
 //! such as `spiffe://example.org/ns/team/sa/agent`), DNS name or email,
 //! or the subject's common name. A certificate with none, or with more
 //! than one of that kind, is refused rather than guessed at: two readers
-//! of one certificate could pick different names.
+//! of one certificate could pick different names. So is a name with
+//! control characters.
+//!
+//! A connection outlives its handshake, so each request checks again
+//! that the certificate chain is within its validity dates, and that it
+//! was verified under the client CA the running policy trusts: a CA
+//! removed by a reload stops vouching for open connections too.
 
 use super::{AuthError, CredentialKind, Principal};
 use std::time::{Duration, SystemTime};
@@ -42,6 +48,23 @@ impl SubjectSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MtlsSettings {
     pub subject: SubjectSource,
+    /// SHA-256 of `listen.tls.client_ca_file`: the CA whose verification
+    /// this policy accepts.
+    pub ca: [u8; 32],
+}
+
+impl MtlsSettings {
+    /// What vouches for an `mtls` principal: the CA and where the subject
+    /// is read. An open stream is re-admitted after a reload only if both
+    /// are unchanged.
+    pub fn binding(&self) -> [u8; 32] {
+        let mut input = self.ca.to_vec();
+        input.push(self.subject as u8);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
 }
 
 /// The names of a verified client certificate, read once per connection.
@@ -51,9 +74,14 @@ pub struct ClientCertificate {
     pub dns: Vec<String>,
     pub emails: Vec<String>,
     pub common_names: Vec<String>,
+    /// The chain's validity: the latest `notBefore`, the earliest `notAfter`.
+    pub not_before: Option<SystemTime>,
     pub not_after: Option<SystemTime>,
-    /// SHA-256 of the certificate's DER: which certificate it was.
-    pub sha256: [u8; 32],
+    /// SHA-256 of the client CA bundle the handshake verified it against.
+    pub verified_by: [u8; 32],
+    /// What could not be read: such a certificate proves no subject, but
+    /// its connection is served (it may use another credential).
+    pub unreadable: Option<String>,
 }
 
 const COMMON_NAME: x509_cert::der::oid::ObjectIdentifier =
@@ -62,16 +90,32 @@ const SUBJECT_ALT_NAME: x509_cert::der::oid::ObjectIdentifier =
     x509_cert::der::oid::ObjectIdentifier::new_unwrap("2.5.29.17");
 
 impl ClientCertificate {
-    /// Reads the names of a leaf certificate (DER) the handshake verified.
-    pub fn read(der_bytes: &[u8]) -> Result<Self, String> {
-        let cert = Certificate::from_der(der_bytes).map_err(|e| format!("unreadable certificate: {e}"))?;
+    /// Reads a chain (DER, leaf first) the handshake verified against the
+    /// CA bundle whose SHA-256 is `verified_by`. What cannot be read is
+    /// noted, not fatal.
+    pub fn read<C: AsRef<[u8]>>(chain: &[C], verified_by: [u8; 32]) -> Self {
+        let mut out = Self { verified_by, ..Self::default() };
+        if let Err(problem) = out.read_chain(chain) {
+            out.unreadable = Some(problem);
+        }
+        out
+    }
+
+    fn read_chain<C: AsRef<[u8]>>(&mut self, chain: &[C]) -> Result<(), String> {
+        let [leaf, ..] = chain else { return Err("no certificate".into()) };
+        for der_bytes in chain {
+            let cert = Certificate::from_der(der_bytes.as_ref())
+                .map_err(|e| format!("unreadable certificate: {e}"))?;
+            let validity = &cert.tbs_certificate.validity;
+            let from = SystemTime::UNIX_EPOCH + validity.not_before.to_unix_duration();
+            let until = SystemTime::UNIX_EPOCH + validity.not_after.to_unix_duration();
+            self.not_before = Some(self.not_before.map_or(from, |t| t.max(from)));
+            self.not_after = Some(self.not_after.map_or(until, |t| t.min(until)));
+        }
+        let cert =
+            Certificate::from_der(leaf.as_ref()).map_err(|e| format!("unreadable certificate: {e}"))?;
         let tbs = &cert.tbs_certificate;
-        let mut out = Self {
-            not_after: Some(SystemTime::UNIX_EPOCH + tbs.validity.not_after.to_unix_duration()),
-            ..Self::default()
-        };
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der_bytes);
-        out.sha256.copy_from_slice(digest.as_ref());
+        let out = self;
         for extension in tbs.extensions.iter().flatten() {
             if extension.extn_id != SUBJECT_ALT_NAME {
                 continue;
@@ -98,7 +142,7 @@ impl ClientCertificate {
                 out.common_names.push(text);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn names(&self, source: SubjectSource) -> &[String] {
@@ -114,12 +158,31 @@ impl ClientCertificate {
 /// The principal a verified client certificate proves: its one name of
 /// the configured kind, valid until the certificate expires.
 pub fn principal(settings: &MtlsSettings, cert: &ClientCertificate) -> Result<Principal, AuthError> {
+    if let Some(problem) = &cert.unreadable {
+        return Err(AuthError::Invalid(format!("the client certificate cannot be read: {problem}")));
+    }
+    if cert.verified_by != settings.ca {
+        return Err(AuthError::Invalid(
+            "the client certificate was verified under a client CA this policy no longer trusts: reconnect"
+                .into(),
+        ));
+    }
+    let now = SystemTime::now();
+    if cert.not_before.is_some_and(|t| now < t) || cert.not_after.is_none_or(|t| now > t) {
+        return Err(AuthError::Invalid("the client certificate is outside its validity dates".into()));
+    }
     let names = cert.names(settings.subject);
     let subject = match names {
-        [one] if !one.is_empty() => one.clone(),
-        [] | [_] => {
+        [one] if !one.is_empty() && !one.chars().any(char::is_control) => one.clone(),
+        [] => {
             return Err(AuthError::Invalid(format!(
                 "the client certificate has no {}",
+                settings.subject.describe()
+            )));
+        }
+        [_] => {
+            return Err(AuthError::Invalid(format!(
+                "the client certificate's {} is empty or holds control characters",
                 settings.subject.describe()
             )));
         }
@@ -139,7 +202,7 @@ pub fn principal(settings: &MtlsSettings, cert: &ClientCertificate) -> Result<Pr
         scopes: Vec::new(),
         // A credential that ends: GET streams close when it expires.
         expires: cert.not_after.map(|t| t.min(SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40))),
-        key: Some(cert.sha256),
+        key: Some(settings.binding()),
     })
 }
 
@@ -170,8 +233,8 @@ mod tests {
             ],
             Some("Agent One"),
         );
-        let cert = ClientCertificate::read(&der).unwrap();
-        let by = |subject| principal(&MtlsSettings { subject }, &cert);
+        let cert = ClientCertificate::read(&[&der], [7; 32]);
+        let by = |subject| principal(&MtlsSettings { subject, ca: [7; 32] }, &cert);
         assert_eq!(by(SubjectSource::Uri).unwrap().subject, spiffe);
         assert_eq!(by(SubjectSource::Uri).unwrap().kind, CredentialKind::Mtls);
         assert_eq!(by(SubjectSource::Email).unwrap().subject, "agent@example.org");
@@ -180,9 +243,39 @@ mod tests {
         assert!(matches!(&two, AuthError::Invalid(m) if m.contains("has 2 of kind DNS")), "{two:?}");
         assert!(by(SubjectSource::Uri).unwrap().expires.is_some());
 
-        let bare = ClientCertificate::read(&certificate(Vec::new(), None)).unwrap();
-        let none = principal(&MtlsSettings { subject: SubjectSource::Uri }, &bare).unwrap_err();
+        let uri = MtlsSettings { subject: SubjectSource::Uri, ca: [7; 32] };
+        let bare = ClientCertificate::read(&[certificate(Vec::new(), None)], [7; 32]);
+        let none = principal(&uri, &bare).unwrap_err();
         assert!(matches!(&none, AuthError::Invalid(m) if m.contains("no URI subject")), "{none:?}");
-        assert!(ClientCertificate::read(b"not a certificate").is_err());
+        let garbage = ClientCertificate::read(&[b"not a certificate"], [7; 32]);
+        assert!(
+            matches!(principal(&uri, &garbage), Err(AuthError::Invalid(m)) if m.contains("cannot be read"))
+        );
+    }
+
+    #[test]
+    fn a_certificate_vouches_only_while_valid_and_under_the_trusted_ca() {
+        let der = certificate(vec![rcgen::SanType::URI("spiffe://e/a".try_into().unwrap())], None);
+        let settings = MtlsSettings { subject: SubjectSource::Uri, ca: [7; 32] };
+        let fresh = ClientCertificate::read(&[&der], [7; 32]);
+        assert!(principal(&settings, &fresh).is_ok());
+        let other_ca = ClientCertificate::read(&[&der], [8; 32]);
+        assert!(
+            matches!(principal(&settings, &other_ca), Err(AuthError::Invalid(m)) if m.contains("no longer trusts"))
+        );
+        let expired = ClientCertificate {
+            not_after: Some(SystemTime::now() - Duration::from_secs(1)),
+            ..fresh.clone()
+        };
+        assert!(
+            matches!(principal(&settings, &expired), Err(AuthError::Invalid(m)) if m.contains("validity"))
+        );
+        let early = ClientCertificate {
+            not_before: Some(SystemTime::now() + Duration::from_secs(60)),
+            ..fresh.clone()
+        };
+        assert!(principal(&settings, &early).is_err());
+        let control = ClientCertificate { uris: vec!["spiffe://e/a\u{0}b".into()], ..fresh };
+        assert!(principal(&settings, &control).is_err());
     }
 }

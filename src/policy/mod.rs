@@ -34,7 +34,7 @@ pub struct Policy {
     pub virtual_servers: HashMap<String, VirtualServer>,
     /// The proxy listener's TLS configuration, when it speaks TLS: each
     /// new connection takes the running policy's.
-    pub listener_tls: Option<Arc<rustls::ServerConfig>>,
+    pub listener_tls: Option<ListenerTls>,
     pub meta: PolicyMeta,
 }
 
@@ -85,6 +85,15 @@ pub struct Upstream {
     /// How long to wait for the upstream's response head, connecting
     /// included (a virtual server or a tool pattern may say otherwise).
     pub response_timeout: Duration,
+}
+
+/// TLS on the proxy listener: the configuration new connections take,
+/// and the SHA-256 of the client CA bundle it verifies against (which an
+/// `mtls` principal must have been verified under).
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub client_ca: Option<[u8; 32]>,
 }
 
 /// TLS to the upstream: the client configuration, and a fingerprint of

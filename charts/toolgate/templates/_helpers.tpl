@@ -53,8 +53,7 @@ changes restart the pod (see toolgate.restartChecksum).
 {{- if .Values.tls.enabled -}}
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" (include "toolgate.tlsDir" .)) "key_file" (printf "%s/tls.key" (include "toolgate.tlsDir" .)) -}}
 {{- if .Values.tls.clientCertificates -}}
-{{- $caDir := ternary (include "toolgate.clientCaDir" .) (include "toolgate.tlsDir" .) (not (empty .Values.tls.clientCaSecretName)) -}}
-{{- $_ := set $tls "client_ca_file" (printf "%s/%s" $caDir .Values.tls.clientCaKey) -}}
+{{- $_ := set $tls "client_ca_file" (printf "%s/%s" (include "toolgate.clientCaDir" .) .Values.tls.clientCaKey) -}}
 {{- $_ := set $tls "client_certificates" .Values.tls.clientCertificates -}}
 {{- end -}}
 {{- $_ := set $listen "tls" $tls -}}

@@ -15,7 +15,9 @@ definitions = policy.pop("definitions")
 for key in ("$schema", "title"):
     policy.pop(key, None)
 # The chart fills in upstream.url (sidecar: loopback; standalone: standalone.upstreamUrl).
-policy["required"] = [r for r in policy["required"] if r != "upstream"]
+policy["required"] = [r for r in policy["required"] if r not in ("upstream", "virtual_servers")]
+# A sidecar's upstream.url is the chart's (loopback): timeouts may be set alone.
+definitions["Upstream"]["required"] = [r for r in definitions["Upstream"].get("required", []) if r != "url"]
 policy["description"] = "The toolgate policy file, inline (docs/policy.md); the chart fills in upstream.url, listen.tls, listen.drain and transport.allowed_hosts"
 
 string = {"type": "string"}
@@ -43,13 +45,16 @@ values = closed(
             "container": obj, "name": string, "image": string,
             "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
             "command": {"type": "array", "items": string}, "args": {"type": "array", "items": string},
-            "env": objects, "port": port, "path": {"type": "string", "pattern": "^/"},
+            "env": objects, "envFrom": objects, "volumeMounts": objects, "port": port, "path": {"type": "string", "pattern": "^/"},
             "resources": obj, "securityContext": obj, "tmp": boolean,
             "livenessProbe": obj, "readinessProbe": obj,
         }),
         "standalone": closed({
             "upstreamUrl": {"type": "string", "pattern": "^(https?://.+)?$", "description": "http:// or https:// URL of the upstream MCP endpoint"},
-            "upstreamTls": closed({"secretName": string, "caKey": string, "certKey": string, "keyKey": string}),
+            "upstreamTls": closed({"secretName": string, "caKey": string, "certKey": string, "keyKey": string},
+                                  allOf=[{"if": {"properties": {a: {"minLength": 1}}, "required": [a]},
+                                          "then": {"properties": {b: {"minLength": 1, "description": "certKey and keyKey go together"}}, "required": [b]}}
+                                         for a, b in (("certKey", "keyKey"), ("keyKey", "certKey"))]),
         }),
         "tls": closed({
             "enabled": boolean, "secretName": string,
@@ -59,8 +64,9 @@ values = closed(
         "secretMounts": {"type": "array", "items": closed({"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}, "secretName": {"type": "string", "minLength": 1}, "mountPath": {"type": "string", "pattern": "^/"}}, ["name", "secretName", "mountPath"])},
         "ports": closed({"proxy": port, "admin": port}, ["proxy", "admin"]),
         "drainSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+        "preStopSleepSeconds": {"type": "integer", "minimum": 0, "maximum": 300},
         "replicaCount": {"type": "integer", "minimum": 0},
-        "service": closed({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}, "port": port, "annotations": obj}),
+        "service": closed({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}, "port": port, "annotations": obj, "sessionAffinity": {"enum": ["", "None", "ClientIP"]}}),
         "resources": obj,
         "securityContext": obj,
         "podSecurityContext": obj,
@@ -76,7 +82,8 @@ values = closed(
     allOf=[
         {"if": {"properties": {"mode": {"const": "standalone"}}}, "then": {"anyOf": [
             {"properties": {"standalone": {"properties": {"upstreamUrl": {"minLength": 1}}, "required": ["upstreamUrl"]}}, "required": ["standalone"]},
-            {"properties": {"policy": {"required": ["upstream"]}}},
+            {"properties": {"policy": {"properties": {"upstream": {"required": ["url"]}}, "required": ["upstream"]}}},
+            {"properties": {"existingPolicyConfigMap": {"minLength": 1}}, "required": ["existingPolicyConfigMap"]},
         ]}},
         {"if": {"properties": {"tls": {"properties": {"enabled": {"const": True}}, "required": ["enabled"]}}, "required": ["tls"]},
          "then": {"properties": {"tls": {"properties": {"secretName": {"minLength": 1}}, "required": ["secretName"]}}}},

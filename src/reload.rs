@@ -132,11 +132,23 @@ impl Reloader {
             tracing::warn!(%warning, "policy warning");
         }
         if loaded.listen != self.listen {
+            let (old, new) = (&self.listen, &loaded.listen);
+            let changed: Vec<&str> = [
+                ("proxy", old.proxy != new.proxy),
+                ("admin", old.admin != new.admin),
+                ("drain", old.drain != new.drain),
+                ("max_connections", old.max_connections != new.max_connections),
+                ("idle_timeout", old.idle_timeout != new.idle_timeout),
+                ("handshake_timeout", old.handshake_timeout != new.handshake_timeout),
+                ("tls (on or off)", old.tls != new.tls),
+            ]
+            .into_iter()
+            .filter_map(|(name, differs)| differs.then_some(name))
+            .collect();
             return ReloadOutcome::Refused(format!(
-                "{}: `listen` changed ({:?} -> {:?}); listen addresses and the drain period need a restart",
+                "{}: listen.{} changed, which applies only at start: restart toolgate (or put it back) for this policy to load",
                 self.path.display(),
-                self.listen,
-                loaded.listen
+                changed.join(", listen.")
             ));
         }
         ReloadOutcome::Reloaded { generation: self.gateway.policy.publish(loaded.policy) }

@@ -244,6 +244,16 @@ fn bad_values_are_refused_by_the_schema_with_the_key_named() {
         ),
         (sidecar(json!({"image": {"repository": "toolgate", "digest": "latest"}})), "digest"),
         (sidecar(json!({"standalone": {"upstreamUrl": "ftp://x"}})), "upstreamUrl"),
+        (
+            json!({"mode": "standalone", "standalone": {"upstreamUrl": "https://a/mcp", "upstreamTls": {"secretName": "s", "certKey": "tls.crt"}}}),
+            "keyKey",
+        ),
+        (sidecar(json!({"sidecar": {"port": 8000}})), "sidecar.port 8000 is one of toolgate's ports"),
+        (sidecar(json!({"networkPolicy": {"metricsFrom": []}})), "networkPolicy.metricsFrom"),
+        (
+            sidecar(json!({"policy": {"version": 1, "identity": {"mtls": {}}}})),
+            "policy.identity.mtls needs tls.enabled",
+        ),
     ];
     for (values, key) in cases {
         match render(&values) {

@@ -178,7 +178,8 @@ async fn settings_that_need_a_restart_are_refused_not_ignored() -> TestResult {
     write_by_rename(&file, &moved)?;
     let refused = process.wait_for("policy reload refused; the running policy stays")?;
     let error = refused["error"].as_str().unwrap_or_default();
-    assert!(error.contains("need a restart") && error.contains("listen"), "{refused}");
+    assert!(error.contains("listen.proxy changed, which applies only at start: restart"), "{refused}");
+    assert!(!error.contains("drain"), "only what changed is named: {refused}");
     assert_eq!(listed(addr).await?, LISTED_A);
 
     // A located error for a broken file, in the log.

@@ -47,6 +47,10 @@ changes restart the pod (see toolgate.restartChecksum).
 */}}
 {{- define "toolgate.policy" -}}
 {{- $policy := deepCopy .Values.policy -}}
+{{- if not (hasKey $policy "virtual_servers") -}}
+{{- /* Nothing is allowed until you say so. */ -}}
+{{- $_ := set $policy "virtual_servers" (dict "default" (dict "tools" (dict "allow" list))) -}}
+{{- end -}}
 {{- $listen := dict -}}
 {{- if hasKey $policy "listen" }}{{ $listen = get $policy "listen" }}{{ end -}}
 {{- $_ := set $listen "drain" (printf "%ds" (int .Values.drainSeconds)) -}}
@@ -70,7 +74,10 @@ changes restart the pod (see toolgate.restartChecksum).
 {{- end -}}
 {{- $ut := .Values.standalone.upstreamTls -}}
 {{- if and (eq .Values.mode "standalone") $ut.secretName -}}
-{{- $tls := dict "ca_file" (printf "%s/%s" (include "toolgate.upstreamTlsDir" .) $ut.caKey) -}}
+{{- $tls := dict -}}
+{{- if $ut.caKey -}}
+{{- $_ := set $tls "ca_file" (printf "%s/%s" (include "toolgate.upstreamTlsDir" .) $ut.caKey) -}}
+{{- end -}}
 {{- if $ut.certKey -}}
 {{- $_ := set $tls "cert_file" (printf "%s/%s" (include "toolgate.upstreamTlsDir" .) $ut.certKey) -}}
 {{- $_ := set $tls "key_file" (printf "%s/%s" (include "toolgate.upstreamTlsDir" .) $ut.keyKey) -}}
@@ -80,16 +87,39 @@ changes restart the pod (see toolgate.restartChecksum).
 {{- $_ := set $policy "upstream" $upstream -}}
 {{- $transport := dict -}}
 {{- if hasKey $policy "transport" }}{{ $transport = get $policy "transport" }}{{ end -}}
-{{- if not (hasKey $transport "allowed_hosts") -}}
+{{- /* The Service's own names (and localhost, for port-forward) are always served. */ -}}
 {{- $name := include "toolgate.fullname" . -}}
 {{- $ns := .Release.Namespace -}}
-{{- $_ := set $transport "allowed_hosts" (list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) "localhost" "127.0.0.1") -}}
+{{- $hosts := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) "localhost" "127.0.0.1" -}}
+{{- if hasKey $transport "allowed_hosts" -}}
+{{- $hosts = concat (get $transport "allowed_hosts") $hosts | uniq -}}
 {{- end -}}
+{{- $_ := set $transport "allowed_hosts" $hosts -}}
 {{- $_ := set $policy "transport" $transport -}}
 {{- toYaml $policy -}}
 {{- end -}}
 
-{{/* What only a restart applies: ports, the drain period, TLS on or off. */}}
+{{/* What only a restart applies: ports, policy.listen, the drain period, TLS on or off. */}}
 {{- define "toolgate.restartChecksum" -}}
-{{- list .Values.ports .Values.drainSeconds .Values.tls.enabled | toJson | sha256sum -}}
+{{- list .Values.ports .Values.drainSeconds .Values.tls.enabled (get .Values.policy "listen") | toJson | sha256sum -}}
+{{- end -}}
+
+{{/* Settings that render but could never run. */}}
+{{- define "toolgate.validate" -}}
+{{- if eq (int .Values.ports.proxy) (int .Values.ports.admin) -}}
+{{- fail "ports.proxy and ports.admin must differ" -}}
+{{- end -}}
+{{- if and (eq .Values.mode "sidecar") (has (int .Values.sidecar.port) (list (int .Values.ports.proxy) (int .Values.ports.admin))) -}}
+{{- fail (printf "sidecar.port %d is one of toolgate's ports (ports.proxy, ports.admin): move one of them" (int .Values.sidecar.port)) -}}
+{{- end -}}
+{{- $identity := get .Values.policy "identity" | default dict -}}
+{{- if and (hasKey $identity "mtls") (not (and .Values.tls.enabled .Values.tls.clientCertificates)) -}}
+{{- fail "policy.identity.mtls needs tls.enabled, tls.clientCertificates (required or optional) and tls.clientCaSecretName" -}}
+{{- end -}}
+{{- if and .Values.tls.clientCertificates (not .Values.tls.enabled) -}}
+{{- fail "tls.clientCertificates needs tls.enabled" -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled (or .Values.metrics.annotations .Values.metrics.serviceMonitor.enabled) (empty .Values.networkPolicy.metricsFrom) -}}
+{{- fail "networkPolicy.enabled with metrics on needs networkPolicy.metricsFrom (who may scrape the admin port, e.g. the monitoring namespace), or metrics.annotations: false" -}}
+{{- end -}}
 {{- end -}}

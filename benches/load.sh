@@ -1,60 +1,208 @@
 #!/usr/bin/env bash
-# Load harness: the demo's built-in MCP server, called directly and through
-# toolgate (with the demo policy: list filtering, allowlists, all guards),
-# under the same wrk load. Rounds alternate direct/proxied; the report gives
-# the median of each and the ratios, which is what means something on a
-# shared, noisy machine.
+# Load harness: toolgate beside nginx, measured in the same run.
 #
 #   benches/load.sh [seconds-per-round] [rounds] [connections]
+#   benches/load.sh --smoke          # a few seconds, debug build: CI's check that it runs
 #
-# Needs wrk (Debian: apt-get install wrk). Loopback only.
+# One nginx serves fixed MCP answers (the upstream): a tools/call result
+# as JSON and as SSE, and a tools/list of 1,000 tools (~130 KB). The same
+# nginx, on another port, is the reference plain proxy: `proxy_pass` with
+# a keepalive upstream pool, access log on. toolgate runs with a realistic
+# policy: JWT (ES256) authentication, a 50-pattern allowlist with globs
+# that keeps half the tools, list filtering, access log on. Each scenario
+# is measured direct, through nginx and through toolgate, in alternating
+# rounds with wrk (1 thread); the table gives medians and ratios, which is
+# what means something on a shared, noisy machine. toolgate's CPU seconds
+# per 10,000 requests come from /proc.
+#
+# Needs wrk, nginx and openssl (Debian: wrk nginx-light openssl; installed
+# with apt-get when missing and run as root). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SMOKE=0
+if [ "${1:-}" = "--smoke" ]; then SMOKE=1; shift; fi
 SECONDS_PER_ROUND=${1:-5}
 ROUNDS=${2:-3}
 CONNECTIONS=${3:-32}
-command -v wrk >/dev/null || { echo "load.sh needs wrk (apt-get install wrk)" >&2; exit 2; }
-cargo build --release --quiet
+if [ "$SMOKE" = 1 ]; then SECONDS_PER_ROUND=1; ROUNDS=1; CONNECTIONS=4; fi
+
+missing=()
+for tool in wrk nginx openssl python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  packages=$(printf '%s\n' "${missing[@]}" | sed 's/^nginx$/nginx-light/' | tr '\n' ' ')
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "load.sh: installing $packages" >&2
+    apt-get install -y --no-install-recommends $packages >/dev/null 2>&1 || {
+      echo "load.sh: apt-get could not install $packages (is a Debian mirror reachable?)" >&2; exit 2; }
+  else
+    echo "load.sh needs: $packages (Debian: apt-get install $packages)" >&2; exit 2
+  fi
+fi
+
+if [ "$SMOKE" = 1 ]; then
+  cargo build --quiet --locked; bin=target/debug/toolgate
+else
+  cargo build --release --quiet --locked; bin=target/release/toolgate
+fi
+
 work=$(mktemp -d)
-trap 'kill "$demo" 2>/dev/null || true; rm -rf "$work"' EXIT
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); REF=$(free_port)
 
-target/release/toolgate demo --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$work/demo.out" 2>/dev/null &
-demo=$!
-for _ in $(seq 100); do grep -q "MCP endpoint" "$work/demo.out" 2>/dev/null && break; sleep 0.1; done
-proxied=$(sed -n 's/.*MCP endpoint: *\(http[^ ]*\).*/\1/p' "$work/demo.out")
-direct=$(sed -n 's/.*built-in MCP server at \(http[^)]*\)).*/\1/p' "$work/demo.out")
+# The answers, a JWKS and an ES256 token (openssl and the standard library only).
+python3 - "$work" <<'PY'
+import base64, json, subprocess, sys, time
+work = sys.argv[1]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+tools = [{"name": f"{'read' if i % 2 == 0 else 'write'}_{i:04d}", "description": "A tool of the benchmark catalogue " * 2,
+          "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}}}} for i in range(1000)]
+open(f"{work}/list.json", "w").write(json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}))
+call = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}})
+open(f"{work}/call.json", "w").write(call)
+open(f"{work}/call.sse", "w").write(f"event: message\ndata: {call}\n\n")
+subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{work}/jwt.key"], check=True)
+der = subprocess.run(["openssl", "ec", "-in", f"{work}/jwt.key", "-pubout", "-outform", "DER"], check=True, capture_output=True).stdout
+x, y = der[-64:-32], der[-32:]
+open(f"{work}/jwks.json", "w").write(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256", "use": "sig", "x": b64(x), "y": b64(y)}]}))
+header = b64(json.dumps({"alg": "ES256", "kid": "bench", "typ": "JWT"}).encode())
+claims = b64(json.dumps({"iss": "https://id.bench", "sub": "bench", "aud": "http://127.0.0.1/mcp", "exp": int(time.time()) + 86400, "groups": ["bench"]}).encode())
+signing = f"{header}.{claims}".encode()
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", f"{work}/jwt.key"], input=signing, check=True, capture_output=True).stdout
+# DER ECDSA-Sig-Value -> r || s, 32 bytes each.
+def ints(d):
+    i, out = 2 if d[1] < 0x80 else 3, []
+    while i < len(d):
+        n = d[i + 1]; out.append(int.from_bytes(d[i + 2:i + 2 + n], "big")); i += 2 + n
+    return out
+r, s = ints(sig)
+open(f"{work}/token", "w").write(f"{header}.{claims}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}")
+PY
+TOKEN=$(cat "$work/token")
 
-for method in ping tools/list; do
-  cat >"$work/$(echo $method | tr / _).lua" <<LUA
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $work/nginx-access.log;
+  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
+  keepalive_requests 1000000;
+  # The upstream: fixed answers to POSTs (served as files through error_page,
+  # since the static handler answers POST with 405).
+  server {
+    listen 127.0.0.1:$UP;
+    access_log off;
+    root $work;
+    location = /call-json { error_page 405 =200 /call.json; try_files /call.json =404; }
+    location = /call-sse { error_page 405 =200 /call.sse; try_files /call.sse =404; }
+    location = /list-json { error_page 405 =200 /list.json; try_files /list.json =404; }
+    location = /call.json { default_type application/json; }
+    location = /list.json { default_type application/json; }
+    location = /call.sse { default_type text/event-stream; }
+  }
+  # The reference: nginx as a plain reverse proxy with a keepalive pool.
+  upstream mcp { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$REF;
+    location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+
+# 50 patterns: exact names and globs, half of the catalogue kept.
+patterns=$(python3 -c 'print(", ".join(["\"read_*\""] + [f"\"audit_{i}_*\"" for i in range(24)] + [f"\"ping_{i}\"" for i in range(25)]))')
+start_gate() { # scenario -> port
+  local port; port=$(free_port)
+  cat >"$work/$1.yaml" <<YAML
+version: 1
+listen: { proxy: 127.0.0.1:$port, admin: 127.0.0.1:$(free_port) }
+upstream: { url: http://127.0.0.1:$UP/$1 }
+transport: { allowed_hosts: [127.0.0.1] }
+identity:
+  resource_metadata: { base_url: http://127.0.0.1 }
+  jwt: [{ issuer: https://id.bench, algorithms: [ES256], jwks: { file: jwks.json } }]
+virtual_servers:
+  default:
+    tools: { allow: [$patterns, "write_0001"], deny: ["*_admin"] }
+YAML
+  "$bin" run --config "$work/$1.yaml" 2>"$work/$1.log" &
+  pids+=($!)
+  echo "$port $!"
+}
+declare -A gate_port gate_pid
+for scenario in call-json call-sse list-json; do
+  read -r port pid < <(start_gate "$scenario")
+  gate_port[$scenario]=$port; gate_pid[$scenario]=$pid
+done
+for _ in $(seq 100); do
+  ready=1
+  for scenario in call-json call-sse list-json; do
+    curl -s -o /dev/null "http://127.0.0.1:${gate_port[$scenario]}/" 2>/dev/null || ready=0
+  done
+  curl -s -o /dev/null "http://127.0.0.1:$REF/" 2>/dev/null || ready=0
+  [ "$ready" = 1 ] && break; sleep 0.1
+done
+
+script() { # method -> lua file
+  local file="$work/$(echo "$1" | tr / _).lua"
+  local body='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_0002","arguments":{}}}'
+  [ "$1" = tools/list ] && body='{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+  cat >"$file" <<LUA
 wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"$method"}'
+wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["MCP-Protocol-Version"] = "2025-06-18"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
 LUA
-done
-
-run() { # url script -> "rps p50_ms p99_ms"
-  wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_ROUND}s" --latency -s "$2" "$1" | awk '
+  echo "$file"
+}
+run() { # url script connections -> "rps p50_ms p99_ms non2xx"
+  wrk -t1 -c"$3" -d"${SECONDS_PER_ROUND}s" --latency -s "$2" "$1" | awk '
     /Requests\/sec/ { rps = $2 }
     /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
+    /Non-2xx/ { bad = $NF }
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    END { printf "%s %.3f %.3f\n", rps, ms(p50), ms(p99) }'
+    END { printf "%s %.3f %.3f %d\n", rps, ms(p50), ms(p99), bad + 0 }'
 }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+col() { cut -d' ' -f"$1" "$2" | median; }
 
-echo "wrk -t1 -c$CONNECTIONS, ${SECONDS_PER_ROUND}s rounds x $ROUNDS, alternating; medians"
-printf "%-11s %12s %12s %9s %9s %9s %9s\n" method direct_rps proxied_rps rps_ratio p50_ratio p99_ratio added_p50
-for method in ping tools/list; do
-  script="$work/$(echo $method | tr / _).lua"
-  : >"$work/d" ; : >"$work/p"
+echo "wrk -t1, ${SECONDS_PER_ROUND}s rounds x $ROUNDS, alternating direct / nginx / toolgate; medians. toolgate: $bin"
+printf "%-26s %10s %10s %10s %8s %10s %10s %10s %12s\n" \
+  scenario direct_rps nginx_rps tg_rps tg/nginx nginx_p50 tg_p50 added_p50 tg_cpu_s/10k
+hz=$(getconf CLK_TCK)
+failed=0
+for row in "call-json tools/call $CONNECTIONS" "call-sse tools/call $CONNECTIONS" "list-json tools/list $CONNECTIONS" "list-json tools/list 1"; do
+  read -r scenario method conns <<<"$row"
+  lua=$(script "$method")
+  : >"$work/d"; : >"$work/n"; : >"$work/t"; : >"$work/c"
   for _ in $(seq "$ROUNDS"); do
-    run "$direct" "$script" >>"$work/d"
-    run "$proxied" "$script" >>"$work/p"
+    run "http://127.0.0.1:$UP/$scenario" "$lua" "$conns" >>"$work/d"
+    run "http://127.0.0.1:$REF/$scenario" "$lua" "$conns" >>"$work/n"
+    before=$(cpu_ticks "${gate_pid[$scenario]}")
+    out=$(run "http://127.0.0.1:${gate_port[$scenario]}/mcp" "$lua" "$conns"); echo "$out" >>"$work/t"
+    after=$(cpu_ticks "${gate_pid[$scenario]}")
+    rps=$(echo "$out" | cut -d' ' -f1)
+    awk -v t=$((after - before)) -v hz="$hz" -v rps="$rps" -v s="$SECONDS_PER_ROUND" \
+      'BEGIN { n = rps * s; if (n > 0) printf "%.3f\n", t / hz / n * 10000; else print 0 }' >>"$work/c"
   done
-  d_rps=$(cut -d' ' -f1 "$work/d" | median); p_rps=$(cut -d' ' -f1 "$work/p" | median)
-  d_50=$(cut -d' ' -f2 "$work/d" | median); p_50=$(cut -d' ' -f2 "$work/p" | median)
-  d_99=$(cut -d' ' -f3 "$work/d" | median); p_99=$(cut -d' ' -f3 "$work/p" | median)
-  awk -v m="$method" -v dr="$d_rps" -v pr="$p_rps" -v d5="$d_50" -v p5="$p_50" -v d9="$d_99" -v p9="$p_99" 'BEGIN {
-    printf "%-11s %12.0f %12.0f %9.2f %9.2f %9.2f %7.3fms\n", m, dr, pr, pr / dr, p5 / d5, p9 / d9, p5 - d5 }'
+  bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/t" "$work/n")
+  [ "$bad" -gt 0 ] && { echo "load.sh: $bad non-2xx answers in $scenario (see $work/$scenario.log)" >&2; failed=1; }
+  awk -v name="$scenario c=$conns" -v d="$(col 1 "$work/d")" -v n="$(col 1 "$work/n")" -v t="$(col 1 "$work/t")" \
+      -v n5="$(col 2 "$work/n")" -v t5="$(col 2 "$work/t")" -v c="$(col 1 "$work/c")" 'BEGIN {
+    printf "%-26s %10.0f %10.0f %10.0f %8.2f %8.3fms %8.3fms %8.3fms %12s\n", name, d, n, t, (n > 0 ? t / n : 0), n5, t5, t5 - n5, c }'
 done
+rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+echo "toolgate RSS after the runs: $(rss "${gate_pid[call-json]}") KiB (call-json), $(rss "${gate_pid[list-json]}") KiB (list-json)"
+# A smoke run must at least have been answered correctly through both proxies.
+[ "$(col 1 "$work/t")" != "0.00" ] || failed=1
+exit "$failed"

@@ -32,8 +32,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   packages=$(printf '%s\n' "${missing[@]}" | sed 's/^nginx$/nginx-light/' | tr '\n' ' ')
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "load.sh: installing $packages" >&2
-    apt-get install -y --no-install-recommends $packages >/dev/null 2>&1 || {
-      echo "load.sh: apt-get could not install $packages (is a Debian mirror reachable?)" >&2; exit 2; }
+    apt-get install -y --no-install-recommends $packages >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends $packages >/dev/null 2>&1; } \
+      || { echo "load.sh: apt-get could not install $packages (is a Debian mirror reachable?)" >&2; exit 2; }
   else
     echo "load.sh needs: $packages (Debian: apt-get install $packages)" >&2; exit 2
   fi
@@ -133,13 +134,12 @@ virtual_servers:
     tools: { allow: [$patterns, "write_0001"], deny: ["*_admin"] }
 YAML
   "$bin" run --config "$work/$1.yaml" 2>"$work/$1.log" &
-  pids+=($!)
   echo "$port $!"
 }
 declare -A gate_port gate_pid
 for scenario in call-json call-sse list-json; do
   read -r port pid < <(start_gate "$scenario")
-  gate_port[$scenario]=$port; gate_pid[$scenario]=$pid
+  gate_port[$scenario]=$port; gate_pid[$scenario]=$pid; pids+=("$pid")
 done
 for _ in $(seq 100); do
   ready=1

@@ -3,6 +3,7 @@
 #
 #   benches/load.sh [seconds-per-round] [rounds] [connections]
 #   benches/load.sh --smoke          # a few seconds, debug build: CI's check that it runs
+#   TOOLGATE_BIN=path ONLY=list-json benches/load.sh   # another build; one scenario
 #
 # One nginx serves fixed MCP answers (the upstream): a tools/call result
 # as JSON and as SSE, and a tools/list of 1,000 tools (~130 KB). The same
@@ -40,7 +41,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
-if [ "$SMOKE" = 1 ]; then
+if [ -n "${TOOLGATE_BIN:-}" ]; then
+  bin=$TOOLGATE_BIN   # another build to measure (a profiling build, a branch's)
+elif [ "$SMOKE" = 1 ]; then
   cargo build --quiet --locked; bin=target/debug/toolgate
 else
   cargo build --release --quiet --locked; bin=target/release/toolgate
@@ -183,6 +186,8 @@ hz=$(getconf CLK_TCK)
 failed=0
 for row in "call-json tools/call $CONNECTIONS" "call-sse tools/call $CONNECTIONS" "list-json tools/list $CONNECTIONS" "list-json tools/list 1"; do
   read -r scenario method conns <<<"$row"
+  # ONLY=list-json (a scenario) measures that one alone.
+  [ -n "${ONLY:-}" ] && [ "$ONLY" != "$scenario" ] && continue
   lua=$(script "$method")
   : >"$work/d"; : >"$work/n"; : >"$work/t"; : >"$work/c"
   for _ in $(seq "$ROUNDS"); do

@@ -96,6 +96,51 @@ pub fn filter(
     filter_object(text, keep, removed)
 }
 
+/// Keys seen in one object, to refuse duplicates: a short list while the
+/// object is small (most are), a hash set past that, so the check is linear.
+#[derive(Default)]
+struct Seen<'a> {
+    few: Vec<Cow<'a, str>>,
+    many: HashSet<Cow<'a, str>>,
+}
+
+impl<'a> Seen<'a> {
+    const FEW: usize = 16;
+
+    /// Whether `key` is new; records it.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        if self.many.is_empty() {
+            if self.few.contains(&key) {
+                return false;
+            }
+            if self.few.len() < Self::FEW {
+                self.few.push(key);
+                return true;
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        self.many.insert(key)
+    }
+}
+
+/// The next key of an object, at most [`keys::MAX_MEMBERS`] of them and
+/// none twice.
+fn next_key<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    seen: &mut Seen<'de>,
+    count: &mut usize,
+) -> Result<Option<Cow<'de, str>>, A::Error> {
+    let Some(key) = map.next_key::<CowStr<'de>>()? else { return Ok(None) };
+    if *count == keys::MAX_MEMBERS {
+        return Err(de::Error::custom(format_args!("an object has more than {} members", keys::MAX_MEMBERS)));
+    }
+    *count += 1;
+    if !seen.insert(key.0.clone()) {
+        return Err(de::Error::custom(format_args!("duplicate key `{}`", key.0)));
+    }
+    Ok(Some(key.0))
+}
+
 /// Members of a JSON object in order, values as raw text; duplicate keys
 /// are an error.
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
@@ -110,18 +155,9 @@ impl<'de> Deserialize<'de> for Members<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
-                let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-                while let Some(key) = map.next_key::<CowStr<'de>>()? {
-                    if members.len() == keys::MAX_MEMBERS {
-                        return Err(de::Error::custom(format_args!(
-                            "an object has more than {} members",
-                            keys::MAX_MEMBERS
-                        )));
-                    }
-                    if !seen.insert(key.0.clone()) {
-                        return Err(de::Error::custom(format_args!("duplicate key `{}`", key.0)));
-                    }
-                    members.push((key.0, map.next_value()?));
+                let (mut seen, mut count) = (Seen::default(), 0);
+                while let Some(key) = next_key(&mut map, &mut seen, &mut count)? {
+                    members.push((key, map.next_value()?));
                 }
                 Ok(Members(members))
             }
@@ -143,9 +179,95 @@ const LIST_MEMBERS: [(&str, ListKind, &str); 4] = [
 
 const LIST_MEMBER_NAMES: [&str; 4] = ["tools", "prompts", "resources", "resourceTemplates"];
 
-fn folded(key: &str, name: &str) -> Unfilterable {
+fn folded(key: &str, name: &str) -> String {
     let shown: String = key.chars().take(64).collect();
-    Unfilterable(format!("key `{shown}` differs from `{name}` only in case"))
+    format!("key `{shown}` differs from `{name}` only in case")
+}
+
+/// A member's value as read in the one pass over a message: its bytes;
+/// for the envelope's `result`, its members; for a list in it, its items.
+enum Slot<'a> {
+    Raw(&'a RawValue),
+    /// `result`, an object.
+    Result(Vec<(Cow<'a, str>, Slot<'a>)>),
+    /// `result` of another type: nothing to filter.
+    NotObject,
+    /// A list member of `result` (an index into [`LIST_MEMBERS`]).
+    List(usize, Vec<&'a RawValue>),
+}
+
+/// The members of one object of a message, read in one pass with the
+/// objects and arrays below it that filtering needs: `result` in the
+/// envelope, the lists in `result`. Every other value is kept as its bytes.
+struct Level {
+    result: bool,
+}
+
+impl<'de> de::DeserializeSeed<'de> for Level {
+    type Value = Slot<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        if self.result { deserializer.deserialize_any(self) } else { deserializer.deserialize_map(self) }
+    }
+}
+
+impl<'de> Visitor<'de> for Level {
+    type Value = Slot<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Slot<'de>)> = Vec::new();
+        let (mut seen, mut count) = (Seen::default(), 0);
+        while let Some(key) = next_key(&mut map, &mut seen, &mut count)? {
+            let slot = if self.result {
+                match keys::classify(&key, &LIST_MEMBER_NAMES) {
+                    Member::Exact(i) => Slot::List(
+                        i,
+                        map.next_value::<Vec<&'de RawValue>>().map_err(|_| {
+                            de::Error::custom(format_args!("`{}` is not an array", LIST_MEMBER_NAMES[i]))
+                        })?,
+                    ),
+                    Member::Folded(i) => return Err(de::Error::custom(folded(&key, LIST_MEMBER_NAMES[i]))),
+                    Member::Other => Slot::Raw(map.next_value()?),
+                }
+            } else {
+                match keys::classify(&key, &["result"]) {
+                    Member::Exact(_) => map.next_value_seed(Level { result: true })?,
+                    Member::Folded(_) => return Err(de::Error::custom(folded(&key, "result"))),
+                    Member::Other => Slot::Raw(map.next_value()?),
+                }
+            };
+            members.push((key, slot));
+        }
+        Ok(Slot::Result(members))
+    }
+
+    // `result` of any other type is read and left alone.
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Slot::NotObject)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Slot::NotObject)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Slot::NotObject)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Slot::NotObject)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Slot::NotObject)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Slot::NotObject)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Slot::NotObject)
+    }
 }
 
 fn filter_object(
@@ -153,61 +275,60 @@ fn filter_object(
     keep: &mut dyn FnMut(ListKind, &str) -> bool,
     removed: &mut Vec<Removed>,
 ) -> Result<Outcome, Unfilterable> {
-    let envelope = members(text)?;
-    let mut result = None;
-    for (key, value) in &envelope.0 {
-        match keys::classify(key, &["result"]) {
-            Member::Exact(_) => result = Some(*value),
-            Member::Folded(_) => return Err(folded(key, "result")),
-            Member::Other => {}
-        }
-    }
-    let Some(result) = result else {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let envelope = de::DeserializeSeed::deserialize(Level { result: false }, &mut deserializer)
+        .and_then(|slot| deserializer.end().map(|()| slot))
+        .map_err(|e| Unfilterable(e.to_string()))?;
+    let Slot::Result(envelope) = envelope else {
+        return Err(Unfilterable("not a JSON object".into()));
+    };
+    let Some(result_members) = envelope.iter().find_map(|(_, slot)| match slot {
+        Slot::Result(members) => Some(members),
+        _ => None,
+    }) else {
         return Ok(Outcome::Unchanged);
     };
-    if !result.get().starts_with('{') {
-        return Ok(Outcome::Unchanged);
-    }
-    let result_members = members(result.get().as_bytes())?;
     let mut replaced: Vec<(usize, Vec<u8>)> = Vec::new();
-    for (index, (key, value)) in result_members.0.iter().enumerate() {
-        let (_, kind, name_key) = match keys::classify(key, &LIST_MEMBER_NAMES) {
-            Member::Exact(i) => &LIST_MEMBERS[i],
-            Member::Folded(i) => return Err(folded(key, LIST_MEMBER_NAMES[i])),
-            Member::Other => continue,
-        };
-        if let Some(list) = filter_list(value, *kind, name_key, keep, removed)? {
-            replaced.push((index, list));
+    for (index, (_, slot)) in result_members.iter().enumerate() {
+        if let Slot::List(i, items) = slot {
+            let (_, kind, name_key) = &LIST_MEMBERS[*i];
+            if let Some(list) = filter_list(items, *kind, name_key, keep, removed)? {
+                replaced.push((index, list));
+            }
         }
     }
     if replaced.is_empty() {
         return Ok(Outcome::Unchanged);
     }
-    let mut new_result = Vec::with_capacity(result.get().len());
-    new_result.push(b'{');
-    for (index, (key, value)) in result_members.0.iter().enumerate() {
-        if index > 0 {
-            new_result.push(b',');
-        }
-        write_key(&mut new_result, key);
-        match replaced.iter().find(|(i, _)| *i == index) {
-            Some((_, list)) => new_result.extend_from_slice(list),
-            None => new_result.extend_from_slice(value.get().as_bytes()),
-        }
-    }
-    new_result.push(b'}');
-
     let mut out = Vec::with_capacity(text.len());
     out.push(b'{');
-    for (index, (key, value)) in envelope.0.iter().enumerate() {
+    for (index, (key, slot)) in envelope.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
         write_key(&mut out, key);
-        if key == "result" {
-            out.extend_from_slice(&new_result);
-        } else {
-            out.extend_from_slice(value.get().as_bytes());
+        match slot {
+            Slot::Raw(value) => out.extend_from_slice(value.get().as_bytes()),
+            Slot::Result(members) => {
+                out.push(b'{');
+                for (index, (key, slot)) in members.iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    write_key(&mut out, key);
+                    match (replaced.iter().find(|(i, _)| *i == index), slot) {
+                        (Some((_, list)), _) => out.extend_from_slice(list),
+                        (None, Slot::Raw(value)) => out.extend_from_slice(value.get().as_bytes()),
+                        (None, Slot::List(_, items)) => write_items(&mut out, items),
+                        (None, Slot::Result(_) | Slot::NotObject) => {
+                            return Err(Unfilterable("unexpected nesting".into()));
+                        }
+                    }
+                }
+                out.push(b'}');
+            }
+            // Only `result` is read as anything but bytes, and it was an object.
+            Slot::NotObject | Slot::List(..) => return Err(Unfilterable("unexpected nesting".into())),
         }
     }
     out.push(b'}');
@@ -222,24 +343,33 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
     out.push(b':');
 }
 
+fn write_items(out: &mut Vec<u8>, items: &[&RawValue]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.get().as_bytes());
+    }
+    out.push(b']');
+}
+
 /// The filtered list, or `None` when every item stays.
 fn filter_list(
-    value: &RawValue,
+    items: &[&RawValue],
     kind: ListKind,
     name_key: &str,
     keep: &mut dyn FnMut(ListKind, &str) -> bool,
     removed: &mut Vec<Removed>,
 ) -> Result<Option<Vec<u8>>, Unfilterable> {
-    let items: Vec<&RawValue> = serde_json::from_str(value.get())
-        .map_err(|_| Unfilterable(format!("`{}` is not an array", kind.list_member())))?;
     let mut kept: Vec<&RawValue> = Vec::with_capacity(items.len());
-    for item in &items {
+    for item in items {
         let item_members = members(item.get().as_bytes())?;
         let mut name = None;
         for (key, value) in &item_members.0 {
             match keys::classify(key, &[name_key]) {
                 Member::Exact(_) => name = serde_json::from_str::<Cow<'_, str>>(value.get()).ok(),
-                Member::Folded(_) => return Err(folded(key, name_key)),
+                Member::Folded(_) => return Err(Unfilterable(folded(key, name_key))),
                 Member::Other => {}
             }
         }
@@ -257,15 +387,8 @@ fn filter_list(
     if kept.len() == items.len() {
         return Ok(None);
     }
-    let mut out = Vec::with_capacity(value.get().len());
-    out.push(b'[');
-    for (i, item) in kept.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(item.get().as_bytes());
-    }
-    out.push(b']');
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.get().len() + 1).sum());
+    write_items(&mut out, &kept);
     Ok(Some(out))
 }
 
@@ -359,6 +482,19 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates":[{"uri_template":"file:///s/{x}"}]}}"#,
         ] {
             assert!(run(text, &["a"]).0.is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_objects_of_any_size() {
+        for size in [2, 16, 17, 40] {
+            let keys: Vec<String> = (0..size).map(|i| format!("\"k{i}\":{i}")).collect();
+            let item = format!("{{\"name\":\"a\",{}}}", keys.join(","));
+            let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{item},{{"name":"b"}}]}}}}"#);
+            assert!(run(&text, &["a"]).0.is_ok(), "{size} distinct keys");
+            let twice = item.replacen('}', ",\"k1\":0}", 1);
+            let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{twice}]}}}}"#);
+            assert!(run(&text, &["a"]).0.is_err(), "a repeat among {size} keys");
         }
     }
 

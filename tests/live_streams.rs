@@ -17,21 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const LIST: &[u8] =
     b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}\n\n";
 
-/// Reads the next data event from a stream body, as text.
-async fn next_data(body: &mut hyper::body::Incoming) -> Result<String, BoxError> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await?
-            .ok_or("the stream ended")??;
-        if let Some(data) = frame.data_ref() {
-            let text = String::from_utf8_lossy(data).into_owned();
-            if text.contains("data:") {
-                return Ok(text);
-            }
-        }
-    }
-}
-
 /// Opens a GET stream through toolgate with `auth` (an Authorization value,
 /// if any) and returns its body and the upstream's sender for it.
 async fn open_stream(

@@ -8,7 +8,6 @@ mod common;
 use bytes::Bytes;
 use common::tls::*;
 use common::*;
-use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -117,7 +116,7 @@ async fn a_rotated_certificate_serves_new_connections_while_an_open_stream_conti
     events.send(Bytes::from(progress)).await?;
     let (_open, response) = opening.await?;
     let mut body = response?.into_body();
-    assert!(next_event(&mut body).await?.contains("notifications/progress"));
+    assert!(next_data(&mut body).await?.contains("notifications/progress"));
 
     let second = ca.server(&["localhost"]);
     kubelet_swap(&dir.join("certs"), &[("cert.pem", &second.cert), ("key.pem", &second.key)]);
@@ -128,23 +127,8 @@ async fn a_rotated_certificate_serves_new_connections_while_an_open_stream_conti
     // The stream opened before the rotation goes on.
     let result = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}}\n\n";
     events.send(Bytes::from(result)).await?;
-    assert!(next_event(&mut body).await?.contains("\"result\""));
+    assert!(next_data(&mut body).await?.contains("\"result\""));
     Ok(())
-}
-
-/// The next SSE data event of a streaming body, as text.
-async fn next_event(body: &mut hyper::body::Incoming) -> Result<String, BoxError> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await?
-            .ok_or("the stream ended")??;
-        if let Some(data) = frame.data_ref() {
-            let text = String::from_utf8_lossy(data).into_owned();
-            if text.contains("data:") {
-                return Ok(text);
-            }
-        }
-    }
 }
 
 #[tokio::test]

@@ -467,3 +467,18 @@ pub fn kubelet_swap(dir: &std::path::Path, files: &[(&str, &str)]) {
         let _ = std::fs::remove_dir_all(dir.join(previous));
     }
 }
+
+/// Reads the next data event from a stream body, as text.
+pub async fn next_data(body: &mut hyper::body::Incoming) -> Result<String, BoxError> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), http_body_util::BodyExt::frame(body))
+            .await?
+            .ok_or("the stream ended")??;
+        if let Some(data) = frame.data_ref() {
+            let text = String::from_utf8_lossy(data).into_owned();
+            if text.contains("data:") {
+                return Ok(text);
+            }
+        }
+    }
+}

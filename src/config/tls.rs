@@ -59,12 +59,7 @@ pub(super) fn listener(
         clients.as_deref().map(|ca| (ca.as_bytes(), mode)),
     )
     .map_err(|m| invalid_at(path, doc, format_args!("listen.tls: {m}")))?;
-    let client_ca = clients.map(|ca| {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ca.as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        out
-    });
+    let client_ca = clients.map(|ca| super::sha256(ca.as_bytes()));
     Ok(ListenerTls { config, client_ca })
 }
 

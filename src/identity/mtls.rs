@@ -60,10 +60,7 @@ impl MtlsSettings {
     pub fn binding(&self) -> [u8; 32] {
         let mut input = self.ca.to_vec();
         input.push(self.subject as u8);
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        out
+        crate::config::sha256(&input)
     }
 }
 
@@ -102,7 +99,7 @@ impl ClientCertificate {
     }
 
     fn read_chain<C: AsRef<[u8]>>(&mut self, chain: &[C]) -> Result<(), String> {
-        let [leaf, ..] = chain else { return Err("no certificate".into()) };
+        let mut leaf = None;
         for der_bytes in chain {
             let cert = Certificate::from_der(der_bytes.as_ref())
                 .map_err(|e| format!("unreadable certificate: {e}"))?;
@@ -111,9 +108,9 @@ impl ClientCertificate {
             let until = SystemTime::UNIX_EPOCH + validity.not_after.to_unix_duration();
             self.not_before = Some(self.not_before.map_or(from, |t| t.max(from)));
             self.not_after = Some(self.not_after.map_or(until, |t| t.min(until)));
+            leaf.get_or_insert(cert);
         }
-        let cert =
-            Certificate::from_der(leaf.as_ref()).map_err(|e| format!("unreadable certificate: {e}"))?;
+        let cert = leaf.ok_or("no certificate")?;
         let tbs = &cert.tbs_certificate;
         let out = self;
         for extension in tbs.extensions.iter().flatten() {

@@ -28,7 +28,7 @@ CONNECTIONS=${3:-32}
 if [ "$SMOKE" = 1 ]; then SECONDS_PER_ROUND=1; ROUNDS=1; CONNECTIONS=4; fi
 
 missing=()
-for tool in wrk nginx openssl python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in wrk hey nginx openssl python3; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ "${#missing[@]}" -gt 0 ]; then
   packages=$(printf '%s\n' "${missing[@]}" | sed 's/^nginx$/nginx-light/' | tr '\n' ' ')
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -54,9 +54,17 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); REF=$(free_port)
+UP=$(free_port); REF=$(free_port); QUIET=$(free_port); STREAM_UP=$(free_port); STREAM_REF=$(free_port)
+# Open files: a proxied stream holds two (client and upstream side).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+files=$(ulimit -n); [ "$files" = unlimited ] && files=65536
+STREAMS=${STREAMS:-$(( files / 2 - 500 < 10000 ? files / 2 - 500 : 10000 ))}
+[ "$SMOKE" = 1 ] && STREAMS=200
 
 # The answers, a JWKS and an ES256 token (openssl and the standard library only).
+# Policies in a directory of their own: toolgate watches its policy's
+# directory, and the logs written beside it would wake every gate.
+mkdir "$work/policies"
 python3 - "$work" <<'PY'
 import base64, json, subprocess, sys, time
 work = sys.argv[1]
@@ -70,7 +78,7 @@ open(f"{work}/call.sse", "w").write(f"event: message\ndata: {call}\n\n")
 subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{work}/jwt.key"], check=True)
 der = subprocess.run(["openssl", "ec", "-in", f"{work}/jwt.key", "-pubout", "-outform", "DER"], check=True, capture_output=True).stdout
 x, y = der[-64:-32], der[-32:]
-open(f"{work}/jwks.json", "w").write(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256", "use": "sig", "x": b64(x), "y": b64(y)}]}))
+open(f"{work}/policies/jwks.json", "w").write(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256", "use": "sig", "x": b64(x), "y": b64(y)}]}))
 header = b64(json.dumps({"alg": "ES256", "kid": "bench", "typ": "JWT"}).encode())
 claims = b64(json.dumps({"iss": "https://id.bench", "sub": "bench", "aud": "http://127.0.0.1/mcp", "exp": int(time.time()) + 86400, "groups": ["bench"]}).encode())
 signing = f"{header}.{claims}".encode()
@@ -88,10 +96,11 @@ TOKEN=$(cat "$work/token")
 
 cat >"$work/nginx.conf" <<NGINX
 worker_processes 1;
+worker_rlimit_nofile $files;
 daemon off;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $files; }
 http {
   access_log $work/nginx-access.log;
   client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
@@ -115,6 +124,17 @@ http {
     listen 127.0.0.1:$REF;
     location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
+  # Idle SSE streams (GET /mcp), to benches/streams.py's upstream.
+  server {
+    listen 127.0.0.1:$STREAM_REF;
+    location / { proxy_pass http://127.0.0.1:$STREAM_UP; proxy_http_version 1.1; proxy_buffering off; proxy_read_timeout 1h; }
+  }
+  # The same without its access log.
+  server {
+    listen 127.0.0.1:$QUIET;
+    access_log off;
+    location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
 }
 NGINX
 nginx -c "$work/nginx.conf" -p "$work" &
@@ -122,12 +142,12 @@ pids+=($!)
 
 # 50 patterns: exact names and globs, half of the catalogue kept.
 patterns=$(python3 -c 'print(", ".join(["\"read_*\""] + [f"\"audit_{i}_*\"" for i in range(24)] + [f"\"ping_{i}\"" for i in range(25)]))')
-start_gate() { # scenario -> port
+start_gate() { # gate scenario log-filter -> port pid
   local port; port=$(free_port)
-  cat >"$work/$1.yaml" <<YAML
+  cat >"$work/policies/$1.yaml" <<YAML
 version: 1
-listen: { proxy: 127.0.0.1:$port, admin: 127.0.0.1:$(free_port) }
-upstream: { url: http://127.0.0.1:$UP/$1 }
+listen: { proxy: 127.0.0.1:$port, admin: 127.0.0.1:$(free_port), max_connections: 20000 }
+upstream: { url: $2 }
 transport: { allowed_hosts: [127.0.0.1] }
 identity:
   resource_metadata: { base_url: http://127.0.0.1 }
@@ -136,18 +156,24 @@ virtual_servers:
   default:
     tools: { allow: [$patterns, "write_0001"], deny: ["*_admin"] }
 YAML
-  "$bin" run --config "$work/$1.yaml" 2>"$work/$1.log" &
+  RUST_LOG=$3 "$bin" run --config "$work/policies/$1.yaml" 2>"$work/$1.log" &
   echo "$port $!"
 }
+# A gate per scenario, access log on (info, the default); one more for
+# JSON calls with the log at warn.
 declare -A gate_port gate_pid
-for scenario in call-json call-sse list-json; do
-  read -r port pid < <(start_gate "$scenario")
-  gate_port[$scenario]=$port; gate_pid[$scenario]=$pid; pids+=("$pid")
+gates="call-json:call-json:info call-sse:call-sse:info list-json:list-json:info call-json-quiet:call-json:warn"
+for spec in $gates streams:-:info; do
+  IFS=: read -r gate scenario filter <<<"$spec"
+  upstream=http://127.0.0.1:$UP/$scenario
+  [ "$gate" = streams ] && upstream=http://127.0.0.1:$STREAM_UP/mcp
+  read -r port pid < <(start_gate "$gate" "$upstream" "$filter")
+  gate_port[$gate]=$port; gate_pid[$gate]=$pid; pids+=("$pid")
 done
 for _ in $(seq 100); do
   ready=1
-  for scenario in call-json call-sse list-json; do
-    curl -s -o /dev/null "http://127.0.0.1:${gate_port[$scenario]}/" 2>/dev/null || ready=0
+  for gate in "${!gate_port[@]}"; do
+    curl -s -o /dev/null "http://127.0.0.1:${gate_port[$gate]}/" 2>/dev/null || ready=0
   done
   curl -s -o /dev/null "http://127.0.0.1:$REF/" 2>/dev/null || ready=0
   [ "$ready" = 1 ] && break; sleep 0.1
@@ -184,29 +210,87 @@ printf "%-26s %10s %10s %10s %8s %10s %10s %10s %12s\n" \
   scenario direct_rps nginx_rps tg_rps tg/nginx nginx_p50 tg_p50 added_p50 tg_cpu_s/10k
 hz=$(getconf CLK_TCK)
 failed=0
-for row in "call-json tools/call $CONNECTIONS" "call-sse tools/call $CONNECTIONS" "list-json tools/list $CONNECTIONS" "list-json tools/list 1"; do
-  read -r scenario method conns <<<"$row"
-  # ONLY=list-json (a scenario) measures that one alone.
-  [ -n "${ONLY:-}" ] && [ "$ONLY" != "$scenario" ] && continue
+declare -A nginx_median
+rows=("call-json call-json tools/call $CONNECTIONS $REF" "call-sse call-sse tools/call $CONNECTIONS $REF"
+      "call-json-quiet call-json tools/call $CONNECTIONS $QUIET"
+      "list-json list-json tools/list $CONNECTIONS $REF" "list-json list-json tools/list 1 $REF")
+for row in "${rows[@]}"; do
+  read -r gate scenario method conns nginx <<<"$row"
+  # ONLY=list-json (a gate) measures that one alone.
+  [ -n "${ONLY:-}" ] && [ "$ONLY" != "$gate" ] && continue
   lua=$(script "$method")
   : >"$work/d"; : >"$work/n"; : >"$work/t"; : >"$work/c"
   for _ in $(seq "$ROUNDS"); do
     run "http://127.0.0.1:$UP/$scenario" "$lua" "$conns" >>"$work/d"
-    run "http://127.0.0.1:$REF/$scenario" "$lua" "$conns" >>"$work/n"
-    before=$(cpu_ticks "${gate_pid[$scenario]}")
-    out=$(run "http://127.0.0.1:${gate_port[$scenario]}/mcp" "$lua" "$conns"); echo "$out" >>"$work/t"
-    after=$(cpu_ticks "${gate_pid[$scenario]}")
+    run "http://127.0.0.1:$nginx/$scenario" "$lua" "$conns" >>"$work/n"
+    before=$(cpu_ticks "${gate_pid[$gate]}")
+    out=$(run "http://127.0.0.1:${gate_port[$gate]}/mcp" "$lua" "$conns"); echo "$out" >>"$work/t"
+    after=$(cpu_ticks "${gate_pid[$gate]}")
     rps=$(echo "$out" | cut -d' ' -f1)
     awk -v t=$((after - before)) -v hz="$hz" -v rps="$rps" -v s="$SECONDS_PER_ROUND" \
       'BEGIN { n = rps * s; if (n > 0) printf "%.3f\n", t / hz / n * 10000; else print 0 }' >>"$work/c"
   done
   bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/t" "$work/n")
-  [ "$bad" -gt 0 ] && { echo "load.sh: $bad non-2xx answers in $scenario (see $work/$scenario.log)" >&2; failed=1; }
-  awk -v name="$scenario c=$conns" -v d="$(col 1 "$work/d")" -v n="$(col 1 "$work/n")" -v t="$(col 1 "$work/t")" \
+  [ "$bad" -gt 0 ] && { echo "load.sh: $bad non-2xx answers in $gate (see $work/$gate.log)" >&2; failed=1; }
+  nginx_median[$gate.$conns]=$(col 1 "$work/n")
+  awk -v name="$gate c=$conns" -v d="$(col 1 "$work/d")" -v n="$(col 1 "$work/n")" -v t="$(col 1 "$work/t")" \
       -v n5="$(col 2 "$work/n")" -v t5="$(col 2 "$work/t")" -v c="$(col 1 "$work/c")" 'BEGIN {
     printf "%-26s %10.0f %10.0f %10.0f %8.2f %8.3fms %8.3fms %8.3fms %12s\n", name, d, n, t, (n > 0 ? t / n : 0), n5, t5, t5 - n5, c }'
 done
+
+# Fixed rate: half of nginx's saturation rate for JSON and SSE calls, with
+# hey (-q is per worker); the latency each proxy adds at p50 and p99.
+fixed() { # url rate lua-body -> "p50_ms p99_ms non2xx"
+  local workers=16
+  hey -z "${SECONDS_PER_ROUND}s" -c "$workers" -q "$(awk -v r="$2" -v w="$workers" 'BEGIN { printf "%.1f", r / w }')" \
+    -m POST -disable-compression -T application/json -d "$3" \
+    -H "Accept: application/json, text/event-stream" -H "MCP-Protocol-Version: 2025-06-18" \
+    -H "Authorization: Bearer $TOKEN" "$1" | awk '
+    /^ +50%/ { p50 = $3 * 1000 } /^ +99%/ { p99 = $3 * 1000 }
+    /^ +\[[0-9]+\]/ { if ($1 != "[200]") bad += $2 }
+    END { printf "%.3f %.3f %d\n", p50, p99, bad + 0 }'
+}
+echo
+echo "fixed rate, half of nginx's saturation (hey -c 16, ${SECONDS_PER_ROUND}s rounds x $ROUNDS); medians"
+printf "%-26s %10s %10s %10s %10s %10s %10s %10s\n" \
+  scenario rate direct_p99 nginx_p50 nginx_p99 tg_p50 tg_p99 added_p99
+call_body='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_0002","arguments":{}}}'
+for gate in call-json call-sse; do
+  [ -n "${ONLY:-}" ] && [ "$ONLY" != "$gate" ] && continue
+  rate=$(awk -v n="${nginx_median[$gate.$CONNECTIONS]:-0}" 'BEGIN { printf "%d", n / 2 }')
+  [ "$rate" -gt 0 ] || continue
+  : >"$work/d"; : >"$work/n"; : >"$work/t"
+  for _ in $(seq "$ROUNDS"); do
+    fixed "http://127.0.0.1:$UP/$gate" "$rate" "$call_body" >>"$work/d"
+    fixed "http://127.0.0.1:$REF/$gate" "$rate" "$call_body" >>"$work/n"
+    fixed "http://127.0.0.1:${gate_port[$gate]}/mcp" "$rate" "$call_body" >>"$work/t"
+  done
+  bad=$(awk '{ s += $3 } END { print s + 0 }' "$work/t" "$work/n")
+  [ "$bad" -gt 0 ] && { echo "load.sh: $bad non-200 answers at a fixed rate in $gate" >&2; failed=1; }
+  awk -v name="$gate" -v rate="$rate" -v d="$(col 2 "$work/d")" -v n5="$(col 1 "$work/n")" -v n9="$(col 2 "$work/n")" \
+      -v t5="$(col 1 "$work/t")" -v t9="$(col 2 "$work/t")" 'BEGIN {
+    printf "%-26s %10d %8.3fms %8.3fms %8.3fms %8.3fms %8.3fms %8.3fms\n", name, rate, d, n5, n9, t5, t9, t9 - n9 }'
+done
+
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# Idle SSE streams: memory per open stream, nginx beside toolgate.
+echo "toolgate idle RSS (a gate that has served nothing): $(rss "${gate_pid[streams]}") KiB"
+echo
+echo "idle SSE streams (GET /mcp held open), $STREAMS at once"
+printf "%-26s %12s %12s %10s\n" proxy rss_before rss_streams KiB/stream
+nginx_worker=$(pgrep -P "${pids[0]}" | head -1)
+[ -n "${ONLY:-}" ] && [ "$ONLY" != streams ] && exit "$failed"
+for target in "nginx $STREAM_REF $nginx_worker" "toolgate ${gate_port[streams]} ${gate_pid[streams]}"; do
+  read -r name port pid <<<"$target"
+  if out=$(python3 benches/streams.py "$STREAM_UP" "$port" "$pid" "$STREAMS" "$TOKEN"); then
+    read -r before with opened per <<<"$out"
+    printf "%-26s %9d KiB %9d KiB %10s\n" "$name ($opened)" "$before" "$with" "$per"
+  else
+    failed=1
+  fi
+  sleep 1
+done
 echo "toolgate RSS after the runs: $(rss "${gate_pid[call-json]}") KiB (call-json), $(rss "${gate_pid[list-json]}") KiB (list-json)"
 # A smoke run must at least have been answered correctly through both proxies.
 [ "$(col 1 "$work/t")" != "0.00" ] || failed=1

@@ -365,18 +365,23 @@ fn main() -> ExitCode {
             explain(&config, &server, target, caller)
         }
         Command::Run { config, listen, admin_listen } => {
-            telemetry::init_logging(cli.log_format);
+            let log = telemetry::init_logging(cli.log_format);
             let config = toolgate::Config { policy_file: config, proxy_listen: listen, admin_listen };
-            report(runtime().and_then(|rt| rt.block_on(toolgate::serve(config)).map_err(anyhow::Error::from)))
+            let result =
+                runtime().and_then(|rt| rt.block_on(toolgate::serve(config)).map_err(anyhow::Error::from));
+            drop(log); // the log's last lines before the exit message
+            report(result)
         }
         Command::Sign { key_file, new_key, key_id, alg, url, method, data } => {
             report(sign(SignArgs { key_file, new_key, key_id, alg, url, method, data }))
         }
         Command::Demo { listen, admin_listen } => {
-            telemetry::init_logging(cli.log_format);
-            report(runtime().and_then(|rt| {
+            let log = telemetry::init_logging(cli.log_format);
+            let result = runtime().and_then(|rt| {
                 rt.block_on(toolgate::demo::run(listen, admin_listen)).map_err(anyhow::Error::from)
-            }))
+            });
+            drop(log);
+            report(result)
         }
     }
 }

@@ -142,6 +142,11 @@ impl Metrics {
             "TLS handshakes on the proxy listener that failed, by reason (client_certificate, protocol, other)",
             tls_failures.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log's reader did not keep up (the writer's queue was full)",
+            super::log_writer::dropped_counter().clone(),
+        );
         Self {
             registry,
             requests,

@@ -3,6 +3,7 @@
 //! registry served by the admin listener ([`metrics`]).
 
 pub mod audit;
+pub mod log_writer;
 pub mod metrics;
 
 pub use audit::{audit_call_refused, audit_list_filtered};
@@ -62,15 +63,21 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. The filter comes from `RUST_LOG`
-/// (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// Installs the global subscriber, writing to stderr through the log's
+/// own thread ([`log_writer`]). The filter comes from `RUST_LOG` (default
+/// `info`). Keep the returned guard until the end of `main`: dropping it
+/// writes out what is still queued.
+pub fn init_logging(format: LogFormat) -> Option<log_writer::FlushOnDrop> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal, never into files and pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let Some((writer, guard)) = log_writer::start(std::io::stderr(), log_writer::dropped_counter().clone())
+    else {
+        eprintln!("toolgate: no thread for the log: logging is off");
+        return None;
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let result = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -78,6 +85,7 @@ pub fn init_logging(format: LogFormat) {
     if let Err(error) = result {
         eprintln!("toolgate: logging was already set up: {error}");
     }
+    Some(guard)
 }
 
 #[cfg(test)]

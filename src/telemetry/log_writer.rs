@@ -1,0 +1,215 @@
+//! The log's writer: a worker formats its line and hands it to a bounded
+//! queue; one dedicated thread writes the queue to stderr. No worker ever
+//! waits on stderr (a slow pipe, a stalled collector, the stderr lock):
+//! when the queue is full the line is dropped and counted, the count is
+//! exported as `toolgate_log_lines_dropped_total`, and the writer says how
+//! many were lost as soon as it catches up.
+
+use prometheus_client::metrics::counter::Counter;
+use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::Duration;
+
+/// Lines held for the writer at most (about 3 MiB of typical lines).
+pub const QUEUE_LINES: usize = 8192;
+
+/// Lines dropped because the queue was full, since the process started:
+/// the counter the metrics registry exports.
+pub fn dropped_counter() -> &'static Counter {
+    static DROPPED: OnceLock<Counter> = OnceLock::new();
+    DROPPED.get_or_init(Counter::default)
+}
+
+enum Message {
+    Line(Vec<u8>),
+    /// Everything queued before this is written; answer on the channel.
+    Flush(SyncSender<()>),
+}
+
+/// The `MakeWriter` given to the subscriber.
+#[derive(Clone)]
+pub struct QueuedWriter {
+    queue: SyncSender<Message>,
+    dropped: Counter,
+}
+
+/// Flushes what is queued when dropped (at the end of `main`).
+pub struct FlushOnDrop {
+    queue: SyncSender<Message>,
+}
+
+/// Starts the writer thread on `out`, counting dropped lines in `dropped`
+/// ([`dropped_counter`] for the process's log). `None` when the system
+/// refused a thread.
+pub fn start(out: impl Write + Send + 'static, dropped: Counter) -> Option<(QueuedWriter, FlushOnDrop)> {
+    let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+    let counted = dropped.clone();
+    std::thread::Builder::new()
+        .name("toolgate-log".into())
+        .spawn(move || write_lines(lines, out, &counted))
+        .ok()?;
+    Some((QueuedWriter { queue: queue.clone(), dropped }, FlushOnDrop { queue }))
+}
+
+fn write_lines(lines: Receiver<Message>, out: impl Write, dropped: &Counter) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut reported = 0;
+    // Says how many lines were lost since it last said so.
+    let mut report = |out: &mut std::io::BufWriter<_>| {
+        let now = dropped.get();
+        if now != reported {
+            let _ = writeln!(
+                out,
+                "toolgate: {} log lines were dropped: the log's reader did not keep up ({now} in all)",
+                now - reported
+            );
+            reported = now;
+        }
+    };
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        // Write all that is waiting, then flush once.
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line) => {
+                    let _ = out.write_all(&line);
+                }
+                Message::Flush(done) => {
+                    report(&mut out);
+                    let _ = out.flush();
+                    let _ = done.try_send(());
+                }
+            }
+            next = lines.try_recv().ok();
+        }
+        report(&mut out);
+        let _ = out.flush();
+    }
+}
+
+impl FlushOnDrop {
+    /// Waits (up to `limit`) until what was queued is written.
+    pub fn flush(&self, limit: Duration) {
+        let (done, written) = std::sync::mpsc::sync_channel(1);
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = written.recv_timeout(limit);
+        }
+    }
+}
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.flush(Duration::from_secs(2));
+    }
+}
+
+/// One line, sent to the queue when the subscriber is done writing it.
+pub struct Line {
+    queue: SyncSender<Message>,
+    dropped: Counter,
+    buffer: Vec<u8>,
+}
+
+impl Write for Line {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.buffer);
+        match self.queue.try_send(Message::Line(line)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedWriter {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line { queue: self.queue.clone(), dropped: self.dropped.clone(), buffer: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    /// An output that blocks until released, like a pipe nobody reads.
+    #[derive(Clone)]
+    struct Stalled {
+        gate: Arc<Mutex<()>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let _held = self.gate.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+            self.written.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_drops_and_counts_lines_instead_of_blocking() {
+        let gate = Arc::new(Mutex::new(()));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let held = gate.lock().unwrap();
+        let dropped = Counter::default();
+        let (writer, flusher) =
+            start(Stalled { gate: gate.clone(), written: written.clone() }, dropped.clone())
+                .expect("writer thread");
+        // The first line reaches the thread, which then blocks writing it
+        // (the buffer is bigger than the line, so force it with a big one).
+        let started = std::time::Instant::now();
+        for n in 0..QUEUE_LINES * 2 + 100 {
+            let mut line = writer.make_writer();
+            let text = if n == 0 { "x".repeat(70 * 1024) } else { format!("line {n}") };
+            writeln!(line, "{text}").unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "writing never waits on the output");
+        let lost = dropped.get();
+        assert!(lost >= QUEUE_LINES as u64, "{lost} dropped");
+        drop(held);
+        flusher.flush(Duration::from_secs(10));
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("line 1\n"), "queued lines are written once the output moves");
+        assert!(text.contains(&format!("{lost} log lines were dropped")), "the loss is reported");
+    }
+
+    #[test]
+    fn lines_arrive_whole_and_in_order() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let out = Stalled { gate: Arc::new(Mutex::new(())), written: written.clone() };
+        let (writer, flusher) = start(out, Counter::default()).expect("writer thread");
+        for n in 0..1000 {
+            let mut line = writer.make_writer();
+            write!(line, "part {n} ").unwrap();
+            writeln!(line, "end {n}").unwrap();
+        }
+        drop(flusher);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let expected: String = (0..1000).map(|n| format!("part {n} end {n}\n")).collect();
+        assert_eq!(text, expected);
+    }
+}

@@ -663,3 +663,49 @@ async fn a_slow_identity_provider_never_stalls_tokens_with_known_keys() -> TestR
     gate.shutdown().await;
     Ok(())
 }
+
+/// Verified tokens are remembered until they expire; withdrawing the key
+/// that signed one must still refuse it at once, whether the keys come
+/// from a file (a reload) or from a JWKS URL (a refetch).
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() -> TestResult {
+    let keys = Keys::new();
+    let gate = identity_gate(&keys, "10.0.0.0/8").await;
+    let token = bearer(&keys.ed_token("ed-1", &claims(json!({}))));
+    for _ in 0..3 {
+        let answer = post(gate.addr, &[V0618, ("authorization", token.as_str())], PING).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    std::fs::write(gate.policy_file.with_file_name("jwks.json"), keys.jwks("ed-2"))?;
+    let written = Instant::now();
+    while post(gate.addr, &[V0618, ("authorization", token.as_str())], PING).await.status == StatusCode::OK {
+        assert!(written.elapsed() < Duration::from_secs(10), "a withdrawn key's token is still accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gate.shutdown().await;
+
+    let jwks = JwksServer::start(keys.jwks("ed-1")).await;
+    let upstream = start_echo_upstream().await;
+    let top = format!(
+        "identity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: {ISSUER}\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 10m, min_refetch: 1s }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
+        jwks.addr
+    );
+    let gate = start_gate(&policy(upstream, "", &top)).await;
+    for _ in 0..3 {
+        let answer = post(gate.addr, &[V0618, ("authorization", token.as_str())], PING).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    // The IdP rotates: ed-1 is gone; a token with the new kid makes
+    // toolgate fetch the set again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    jwks.serve(Some(keys.jwks("ed-2")));
+    let fresh = bearer(&keys.ed_token("ed-2", &claims(json!({}))));
+    assert_eq!(
+        post(gate.addr, &[V0618, ("authorization", fresh.as_str())], PING).await.status,
+        StatusCode::OK
+    );
+    let answer = post(gate.addr, &[V0618, ("authorization", token.as_str())], PING).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "verified with a key set no longer in use");
+    gate.shutdown().await;
+    Ok(())
+}

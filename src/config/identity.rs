@@ -149,6 +149,7 @@ impl IdentityDoc {
                 ca: [0; 32],
             }),
             strip_inbound: Vec::new(),
+            verified: Default::default(),
         };
         identity.strip_inbound = identity::headers_to_strip(&identity);
         Ok(identity)

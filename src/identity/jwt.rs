@@ -123,13 +123,21 @@ pub fn verify(
     token: &str,
     remote: &super::jwks::RemoteKeys,
 ) -> Result<Claims, Rejected> {
+    verify_with(issuers, audiences, token, remote).map(|(claims, _)| claims)
+}
+
+/// [`verify`], also giving the fetched key set (and its URL) the token was
+/// verified with, when its issuer's keys come from a JWKS URL.
+pub fn verify_with(
+    issuers: &[Issuer],
+    audiences: &[String],
+    token: &str,
+    remote: &super::jwks::RemoteKeys,
+) -> Result<(Claims, Option<(http::Uri, super::jwks::Keys)>), Rejected> {
     let (issuer, header) = claimed(issuers, token)?;
-    let fetched;
-    let keys = match &issuer.remote {
-        Some(source) => {
-            fetched = remote.keys(&source.url);
-            &*fetched
-        }
+    let fetched = issuer.remote.as_ref().map(|source| (source.url.clone(), remote.keys(&source.url)));
+    let keys = match &fetched {
+        Some((_, keys)) => &**keys,
         None => &issuer.keys,
     };
     if !issuer.algorithms.contains(&header.alg) {
@@ -188,13 +196,14 @@ pub fn verify(
     // Capped (at some 35,000 years) so the time is representable.
     let far = Duration::from_secs(1 << 40);
     let expires = UNIX_EPOCH + Duration::from_secs(exp as u64).saturating_add(issuer.leeway).min(far);
-    Ok(Claims {
+    let claims = Claims {
         issuer: issuer.issuer.clone(),
         subject,
         expires,
         groups: strings(claims.get(&issuer.groups_claim)),
         scopes: strings(claims.get(&issuer.scopes_claim)),
-    })
+    };
+    Ok((claims, fetched))
 }
 
 /// A claim as a list of strings: an array of strings, or one

@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod mtls;
 mod net;
 pub mod signature;
+pub mod token_cache;
 
 pub use net::IpNet;
 
@@ -173,6 +174,8 @@ pub struct Identity {
     pub mtls: Option<mtls::MtlsSettings>,
     /// Inbound headers removed before forwarding (computed once).
     pub strip_inbound: Vec<HeaderName>,
+    /// JWTs verified under these settings, until they expire.
+    pub verified: token_cache::VerifiedTokens,
 }
 
 /// What a virtual server demands of its callers.
@@ -433,8 +436,16 @@ fn verify_bearer(
     jwks: &jwks::RemoteKeys,
 ) -> Result<Principal, AuthError> {
     if !identity.jwt.is_empty() && jwt::looks_like_jwt(token) {
-        let claims =
-            jwt::verify(&identity.jwt, audiences, token, jwks).map_err(|e| AuthError::Invalid(e.0))?;
+        let now = std::time::SystemTime::now();
+        let claims = match identity.verified.get(token, audiences, now, |url| jwks.keys(url)) {
+            Some(claims) => claims,
+            None => {
+                let (claims, keys) = jwt::verify_with(&identity.jwt, audiences, token, jwks)
+                    .map_err(|e| AuthError::Invalid(e.0))?;
+                identity.verified.insert(token, audiences, &claims, keys, now);
+                claims
+            }
+        };
         return Ok(Principal {
             kind: CredentialKind::Jwt,
             issuer: Some(claims.issuer),

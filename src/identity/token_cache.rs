@@ -1,0 +1,199 @@
+//! Verified JWTs, remembered until they expire: a signature check (ES256
+//! or RS256) costs tens of microseconds, most of a request's CPU, and an
+//! agent sends the same token on every request. An entry is used only for
+//! the very same token (compared whole, not by hash), for the same
+//! audiences, before its `exp` (plus leeway), and — for keys fetched from
+//! a JWKS URL — while the key set it was verified with is still the one in
+//! use. The cache belongs to the compiled identity settings, so a policy
+//! reload starts with an empty one. `nbf` and `iat` only ever become true
+//! with time, so a token that passed them once passes them later.
+//!
+//! Bounded: [`CAPACITY`] entries in shards, tokens over [`MAX_TOKEN`]
+//! bytes are not kept; a full shard drops its expired entries, then all.
+
+use super::jwks::Keys;
+use super::jwt::Claims;
+use http::Uri;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Entries at most, over all shards.
+pub const CAPACITY: usize = 4096;
+/// Longer tokens are verified every time.
+pub const MAX_TOKEN: usize = 4096;
+const SHARDS: usize = 16;
+
+struct Entry {
+    token: Box<str>,
+    audiences: Box<[String]>,
+    claims: Claims,
+    /// The fetched key set the signature was checked with, and its URL.
+    keys: Option<(Uri, Keys)>,
+}
+
+/// The cache; see the module's documentation.
+pub struct VerifiedTokens {
+    shards: [Mutex<HashMap<u64, Entry>>; SHARDS],
+    hasher: RandomState,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self { shards: std::array::from_fn(|_| Mutex::new(HashMap::new())), hasher: RandomState::new() }
+    }
+}
+
+/// A copy starts empty: entries belong to one compiled policy.
+impl Clone for VerifiedTokens {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens").field("len", &self.len()).finish()
+    }
+}
+
+impl VerifiedTokens {
+    fn key(&self, token: &str, audiences: &[String]) -> (u64, usize) {
+        let hash = self.hasher.hash_one((token, audiences));
+        (hash, (hash as usize) % SHARDS)
+    }
+
+    /// The claims of `token` verified earlier for `audiences`, if still
+    /// good at `now`. `current_keys` gives the key set now in use for a
+    /// JWKS URL (the one the entry was verified against).
+    pub fn get(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: SystemTime,
+        current_keys: impl FnOnce(&Uri) -> Keys,
+    ) -> Option<Claims> {
+        let (hash, shard) = self.key(token, audiences);
+        let shard = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
+        let entry = shard.get(&hash)?;
+        let fits = *entry.token == *token && *entry.audiences == *audiences && now < entry.claims.expires;
+        if !fits {
+            return None;
+        }
+        if let Some((url, verified_with)) = &entry.keys
+            && !Arc::ptr_eq(verified_with, &current_keys(url))
+        {
+            return None;
+        }
+        Some(entry.claims.clone())
+    }
+
+    /// Remembers a verified token.
+    pub fn insert(
+        &self,
+        token: &str,
+        audiences: &[String],
+        claims: &Claims,
+        keys: Option<(Uri, Keys)>,
+        now: SystemTime,
+    ) {
+        if token.len() > MAX_TOKEN {
+            return;
+        }
+        let (hash, shard) = self.key(token, audiences);
+        let mut shard = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= CAPACITY / SHARDS && !shard.contains_key(&hash) {
+            shard.retain(|_, entry| now < entry.claims.expires);
+            if shard.len() >= CAPACITY / SHARDS {
+                shard.clear();
+            }
+        }
+        let entry = Entry { token: token.into(), audiences: audiences.into(), claims: claims.clone(), keys };
+        shard.insert(hash, entry);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn claims(expires: SystemTime) -> Claims {
+        Claims {
+            issuer: "https://id".into(),
+            subject: "alice".into(),
+            groups: vec!["g".into()],
+            scopes: Vec::new(),
+            expires,
+        }
+    }
+
+    fn no_keys(_: &Uri) -> Keys {
+        Arc::new(HashMap::new())
+    }
+
+    #[test]
+    fn an_entry_serves_only_the_same_token_audiences_and_time() {
+        let cache = VerifiedTokens::default();
+        let now = SystemTime::now();
+        let until = now + Duration::from_secs(60);
+        let aud = vec!["https://mcp/a".to_owned()];
+        cache.insert("t.o.k", &aud, &claims(until), None, now);
+        assert_eq!(cache.get("t.o.k", &aud, now, no_keys), Some(claims(until)));
+        assert_eq!(cache.get("t.o.x", &aud, now, no_keys), None, "another token");
+        assert_eq!(cache.get("t.o.k", &["https://mcp/b".to_owned()], now, no_keys), None, "another audience");
+        assert_eq!(cache.get("t.o.k", &aud, until, no_keys), None, "expired");
+        assert_eq!(cache.get("t.o.k", &aud, until - Duration::from_millis(1), no_keys), Some(claims(until)));
+    }
+
+    #[test]
+    fn an_entry_from_fetched_keys_needs_the_same_key_set() {
+        let cache = VerifiedTokens::default();
+        let now = SystemTime::now();
+        let until = now + Duration::from_secs(60);
+        let url: Uri = "https://id/jwks".parse().unwrap();
+        let keys: Keys = Arc::new(HashMap::new());
+        cache.insert("t.o.k", &[], &claims(until), Some((url.clone(), keys.clone())), now);
+        let mut asked = None;
+        assert!(
+            cache
+                .get("t.o.k", &[], now, |u| {
+                    asked = Some(u.clone());
+                    keys.clone()
+                })
+                .is_some()
+        );
+        assert_eq!(asked, Some(url), "the key set of the URL it was verified against");
+        assert_eq!(cache.get("t.o.k", &[], now, no_keys), None, "keys were fetched again");
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = VerifiedTokens::default();
+        let now = SystemTime::now();
+        let until = now + Duration::from_secs(60);
+        for n in 0..CAPACITY * 3 {
+            cache.insert(&format!("token-{n}"), &[], &claims(until), None, now);
+        }
+        assert!(cache.len() <= CAPACITY, "{}", cache.len());
+        cache.insert(&"x".repeat(MAX_TOKEN + 1), &[], &claims(until), None, now);
+        assert_eq!(cache.get(&"x".repeat(MAX_TOKEN + 1), &[], now, no_keys), None, "too long to keep");
+        // Expired entries go first when a shard is full.
+        let cache = VerifiedTokens::default();
+        for n in 0..CAPACITY {
+            cache.insert(&format!("old-{n}"), &[], &claims(now), None, now - Duration::from_secs(1));
+        }
+        cache.insert("fresh", &[], &claims(until), None, now);
+        assert!(cache.get("fresh", &[], now, no_keys).is_some());
+    }
+}

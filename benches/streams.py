@@ -41,20 +41,26 @@ async def upstream(reader, writer):
 
 
 async def open_stream(port, token, streams, failures):
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        auth = f"authorization: Bearer {token}\r\n" if token else ""
-        writer.write(f"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n"
-                     f"mcp-protocol-version: 2025-06-18\r\n{auth}\r\n".encode())
-        await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), 30)
+    # A burst of connects can overflow a listen queue: try again, briefly.
+    for attempt in range(5):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            auth = f"authorization: Bearer {token}\r\n" if token else ""
+            writer.write(f"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n"
+                         f"mcp-protocol-version: 2025-06-18\r\n{auth}\r\n".encode())
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 30)
+        except (ConnectionError, OSError, asyncio.TimeoutError) as error:
+            if attempt == 4:
+                failures.append(repr(error))
+            await asyncio.sleep(0.1)
+            continue
         if not status.startswith(b"HTTP/1.1 200"):
             failures.append(status.decode(errors="replace").strip() or "closed")
             writer.close()
             return
         streams.append(writer)
-    except (ConnectionError, OSError, asyncio.TimeoutError) as error:
-        failures.append(repr(error))
+        return
 
 
 async def serve(port):
@@ -68,8 +74,8 @@ async def main(proxy_port, pid, count, token):
     await asyncio.gather(*(open_stream(proxy_port, token, streams, failures) for _ in range(10)))
     await asyncio.sleep(0.5)
     before = rss_kib(pid)
-    for start in range(0, count, 500):
-        batch = range(start, min(count, start + 500))
+    for start in range(0, count, 250):
+        batch = range(start, min(count, start + 250))
         await asyncio.gather(*(open_stream(proxy_port, token, streams, failures) for _ in batch))
     await asyncio.sleep(1)
     with_streams = rss_kib(pid)

@@ -274,13 +274,23 @@ done
 
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
+# Startup to ready and a reload taking effect (the JWT policy above).
+if [ -z "${ONLY:-}" ] || [ "$ONLY" = lifecycle ]; then
+  if times=$(python3 benches/lifecycle.py "$bin" "$work/policies/call-json.yaml" "$([ "$SMOKE" = 1 ] && echo 2 || echo 7)"); then
+    read -r startup reload <<<"$times"
+    echo "toolgate startup to ready: ${startup} ms; a policy change to taking effect: ${reload} ms (medians)"
+  else
+    failed=1
+  fi
+fi
+
 # Idle SSE streams: memory per open stream, nginx beside toolgate.
 echo "toolgate idle RSS (a gate that has served nothing): $(rss "${gate_pid[streams]}") KiB"
+[ -n "${ONLY:-}" ] && [ "$ONLY" != streams ] && exit "$failed"
+nginx_worker=$(pgrep -P "${pids[0]}" | head -1)
 echo
 echo "idle SSE streams (GET /mcp held open), $STREAMS at once"
 printf "%-26s %12s %12s %10s\n" proxy rss_before rss_streams KiB/stream
-nginx_worker=$(pgrep -P "${pids[0]}" | head -1)
-[ -n "${ONLY:-}" ] && [ "$ONLY" != streams ] && exit "$failed"
 for target in "nginx $STREAM_REF $nginx_worker" "toolgate ${gate_port[streams]} ${gate_pid[streams]}"; do
   read -r name port pid <<<"$target"
   if out=$(python3 benches/streams.py "$STREAM_UP" "$port" "$pid" "$STREAMS" "$TOKEN"); then

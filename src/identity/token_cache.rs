@@ -8,15 +8,16 @@
 //! reload starts with an empty one. `nbf` and `iat` only ever become true
 //! with time, so a token that passed them once passes them later.
 //!
-//! Bounded: [`CAPACITY`] entries in shards, tokens over [`MAX_TOKEN`]
-//! bytes are not kept; a full shard drops its expired entries, then all.
+//! Bounded: [`CAPACITY`] entries in shards; a token over [`MAX_TOKEN`]
+//! bytes, or whose groups and scopes take more, is not kept; a full shard
+//! drops its expired entries, then the one that expires first.
 
 use super::jwks::Keys;
 use super::jwt::Claims;
 use http::Uri;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 /// Entries at most, over all shards.
@@ -29,8 +30,10 @@ struct Entry {
     token: Box<str>,
     audiences: Box<[String]>,
     claims: Claims,
-    /// The fetched key set the signature was checked with, and its URL.
-    keys: Option<(Uri, Keys)>,
+    /// The fetched key set the signature was checked with (weakly: a set
+    /// replaced by a refetch is freed, and its address is not reused while
+    /// this is held), and its URL.
+    keys: Option<(Uri, Weak<HashMap<String, jsonwebtoken::DecodingKey>>)>,
 }
 
 /// The cache; see the module's documentation.
@@ -82,7 +85,7 @@ impl VerifiedTokens {
             return None;
         }
         if let Some((url, verified_with)) = &entry.keys
-            && !Arc::ptr_eq(verified_with, &current_keys(url))
+            && !std::ptr::eq(verified_with.as_ptr(), Arc::as_ptr(&current_keys(url)))
         {
             return None;
         }
@@ -98,17 +101,23 @@ impl VerifiedTokens {
         keys: Option<(Uri, Keys)>,
         now: SystemTime,
     ) {
-        if token.len() > MAX_TOKEN {
+        let claimed: usize = claims.groups.iter().chain(&claims.scopes).map(|c| c.len() + 24).sum();
+        if token.len() > MAX_TOKEN || claimed > MAX_TOKEN {
             return;
         }
         let (hash, shard) = self.key(token, audiences);
         let mut shard = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
         if shard.len() >= CAPACITY / SHARDS && !shard.contains_key(&hash) {
             shard.retain(|_, entry| now < entry.claims.expires);
-            if shard.len() >= CAPACITY / SHARDS {
-                shard.clear();
+            // Still full: the entry that would expire first makes room, so
+            // many new tokens evict one entry each, never everyone.
+            if shard.len() >= CAPACITY / SHARDS
+                && let Some(first) = shard.iter().min_by_key(|(_, e)| e.claims.expires).map(|(h, _)| *h)
+            {
+                shard.remove(&first);
             }
         }
+        let keys = keys.map(|(url, keys)| (url, Arc::downgrade(&keys)));
         let entry = Entry { token: token.into(), audiences: audiences.into(), claims: claims.clone(), keys };
         shard.insert(hash, entry);
     }
@@ -164,6 +173,7 @@ mod tests {
         let url: Uri = "https://id/jwks".parse().unwrap();
         let keys: Keys = Arc::new(HashMap::new());
         cache.insert("t.o.k", &[], &claims(until), Some((url.clone(), keys.clone())), now);
+        let weak = Arc::downgrade(&keys);
         let mut asked = None;
         assert!(
             cache
@@ -175,6 +185,9 @@ mod tests {
         );
         assert_eq!(asked, Some(url), "the key set of the URL it was verified against");
         assert_eq!(cache.get("t.o.k", &[], now, no_keys), None, "keys were fetched again");
+        drop(keys);
+        assert!(weak.upgrade().is_none(), "a replaced key set is not kept alive by the cache");
+        assert_eq!(cache.get("t.o.k", &[], now, no_keys), None);
     }
 
     #[test]
@@ -195,5 +208,18 @@ mod tests {
         }
         cache.insert("fresh", &[], &claims(until), None, now);
         assert!(cache.get("fresh", &[], now, no_keys).is_some());
+        // A flood of new tokens evicts one entry per token, the one that
+        // expires first: a long-lived entry survives a full shard's churn.
+        let cache = VerifiedTokens::default();
+        cache.insert("kept", &[], &claims(now + Duration::from_secs(3600)), None, now);
+        for n in 0..CAPACITY * 2 {
+            cache.insert(&format!("churn-{n}"), &[], &claims(until), None, now);
+        }
+        assert!(cache.get("kept", &[], now, no_keys).is_some(), "evicted by churn");
+        // Claims too big to keep.
+        let mut big = claims(until);
+        big.groups = (0..200).map(|n| n.to_string()).collect();
+        cache.insert("big", &[], &big, None, now);
+        assert_eq!(cache.get("big", &[], now, no_keys), None);
     }
 }

@@ -90,11 +90,23 @@ fn write_lines(lines: Receiver<Message>, out: impl Write, dropped: &Counter) {
 
 impl FlushOnDrop {
     /// Waits (up to `limit`) until what was queued is written.
+    /// An output that never moves cannot hold the caller past `limit`.
     pub fn flush(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
         let (done, written) = std::sync::mpsc::sync_channel(1);
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = written.recv_timeout(limit);
+        let mut message = Message::Flush(done);
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => message = back,
+            }
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        let _ = written.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 }
 
@@ -128,11 +140,9 @@ impl Drop for Line {
             return;
         }
         let line = std::mem::take(&mut self.buffer);
-        match self.queue.try_send(Message::Line(line)) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.inc();
-            }
+        // Full, or (should the writer have died) disconnected: lost, counted.
+        if self.queue.try_send(Message::Line(line)).is_err() {
+            self.dropped.inc();
         }
     }
 }
@@ -195,6 +205,24 @@ mod tests {
         let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         assert!(text.contains("line 1\n"), "queued lines are written once the output moves");
         assert!(text.contains(&format!("{lost} log lines were dropped")), "the loss is reported");
+    }
+
+    #[test]
+    fn flushing_a_stalled_output_with_a_full_queue_gives_up_in_time() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let out = Stalled { gate: gate.clone(), written: Arc::new(Mutex::new(Vec::new())) };
+        let (writer, flusher) = start(out, Counter::default()).expect("writer thread");
+        for n in 0..QUEUE_LINES + 10 {
+            let mut line = writer.make_writer();
+            let text = if n == 0 { "x".repeat(70 * 1024) } else { format!("line {n}") };
+            writeln!(line, "{text}").unwrap();
+        }
+        let started = std::time::Instant::now();
+        flusher.flush(Duration::from_millis(300));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+        drop(held);
     }
 
     #[test]

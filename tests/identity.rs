@@ -540,16 +540,22 @@ impl JwksServer {
     }
 }
 
-#[tokio::test]
-async fn jwks_from_a_url_is_cached_shared_and_rotated() -> TestResult {
-    let keys = Keys::new();
-    let jwks = JwksServer::start(keys.jwks("ed-1")).await;
+/// A gate whose one issuer's keys come from `jwks` (refetched at most once
+/// a second).
+async fn jwks_url_gate(jwks: &JwksServer) -> Gate {
     let upstream = start_echo_upstream().await;
     let top = format!(
         "identity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: {ISSUER}\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 10m, min_refetch: 1s }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
         jwks.addr
     );
-    let gate = start_gate(&policy(upstream, "", &top)).await;
+    start_gate(&policy(upstream, "", &top)).await
+}
+
+#[tokio::test]
+async fn jwks_from_a_url_is_cached_shared_and_rotated() -> TestResult {
+    let keys = Keys::new();
+    let jwks = JwksServer::start(keys.jwks("ed-1")).await;
+    let gate = jwks_url_gate(&jwks).await;
     let ok = |kid: &str| bearer(&keys.ed_token(kid, &claims(json!({}))));
 
     // First use fetches; later uses are served from the cache.
@@ -685,12 +691,7 @@ async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() -> TestResult
     gate.shutdown().await;
 
     let jwks = JwksServer::start(keys.jwks("ed-1")).await;
-    let upstream = start_echo_upstream().await;
-    let top = format!(
-        "identity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: {ISSUER}\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 10m, min_refetch: 1s }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
-        jwks.addr
-    );
-    let gate = start_gate(&policy(upstream, "", &top)).await;
+    let gate = jwks_url_gate(&jwks).await;
     for _ in 0..3 {
         let answer = post(gate.addr, &[V0618, ("authorization", token.as_str())], PING).await;
         assert_eq!(answer.status, StatusCode::OK);

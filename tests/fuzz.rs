@@ -3,7 +3,9 @@
 //! filter. None may panic; the splitter must not depend on how the stream
 //! is cut; a filtered list must not show a denied name to any reader; and
 //! the envelope must be judged as the upstreams read it (see
-//! `tests/differential.rs`). Time is linear in the input (last test).
+//! `tests/differential.rs`). The list filter's one-pass reader must agree
+//! with serde_json on every text, refusal for refusal and byte for byte
+//! (`readers/serde_filter.rs`). Time is linear in the input (last test).
 //!
 //! A few seconds in CI; longer on demand:
 //! `TOOLGATE_FUZZ_CASES=100000 cargo test --release --test fuzz`.
@@ -12,7 +14,7 @@ mod readers;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use readers::{Reader, SseReader, list_names, sse_datas};
+use readers::{Reader, SseReader, list_names, serde_filter, sse_datas};
 use std::time::{Duration, Instant};
 use toolgate::mcp::envelope;
 use toolgate::mcp::list_filter::{self, Outcome};
@@ -155,6 +157,194 @@ proptest! {
                 prop_assert!(!name.contains("secret"), "{:?} reads `{}` in {}", reader, name, forwarded);
             }
         }
+    }
+}
+
+/// Whether toolgate's filter and the serde_json reference agree on `text`:
+/// both refuse it, or both forward the same bytes having removed the same
+/// names.
+fn filters_agree(text: &[u8]) -> Result<(), TestCaseError> {
+    let keep = |name: &str| !name.contains("secret");
+    let mut removed = Vec::new();
+    let ours = list_filter::filter(text, &mut |_, name| keep(name), &mut removed);
+    let reference = serde_filter::filter(text, &keep);
+    let shown = String::from_utf8_lossy(text);
+    match (ours, reference) {
+        (Err(_), Err(_)) => {}
+        (Ok(outcome), Ok((rewritten, names))) => {
+            let ours = match outcome {
+                Outcome::Unchanged => None,
+                Outcome::Rewritten(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            };
+            prop_assert_eq!(ours, rewritten, "{}", shown);
+            let removed: Vec<String> = removed.into_iter().map(|r| r.name).collect();
+            prop_assert_eq!(removed, names, "{}", shown);
+        }
+        (ours, reference) => {
+            prop_assert!(
+                false,
+                "toolgate {:?}, serde_json {:?}: {}",
+                ours.map(|_| ()),
+                reference.map(|_| ()),
+                shown
+            )
+        }
+    }
+    Ok(())
+}
+
+/// A JSON value of the kinds list items carry, with the strings, escapes
+/// and numbers parsers disagree on.
+fn json_value() -> impl Strategy<Value = String> {
+    let leaf = prop::sample::select(vec![
+        "0",
+        "-0",
+        "-1.5e3",
+        "1E+2",
+        "1e999",
+        "12345678901234567890123",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "\"plain text past eight bytes\"",
+        "\"a\\u00e9\\/\\b\"",
+        "\"\\ud800\"",
+        "\"\\udc00x\"",
+        "\"\\ud83d\\ude00\"",
+        "\"tab\\t\"",
+        "\"é\u{2028}\u{7f}\"",
+        "\"secret\"",
+    ])
+    .prop_map(str::to_owned);
+    // Near misses, each refused by serde_json.
+    let broken = prop::sample::select(vec![
+        "01",
+        "-",
+        "1.",
+        ".5",
+        "1e",
+        "1e+",
+        "+1",
+        "tru",
+        "nul",
+        "NaN",
+        "[1,]",
+        "{\"a\":1,}",
+        "{\"a\"}",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u12g4\"",
+        "\"\u{1}\"",
+        "\"\u{1f}\"",
+        "[1 2]",
+        "{\"a\" 1}",
+        "\u{c}1",
+        "'a'",
+    ])
+    .prop_map(str::to_owned);
+    let leaf = prop_oneof![12 => leaf, 1 => broken];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec((json_key(), inner), 0..4).prop_map(|members| {
+                let members: Vec<String> = members.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", members.join(","))
+            }),
+        ]
+    })
+}
+
+fn json_key() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "\"type\"",
+        "\"description\"",
+        "\"a\"",
+        "\"\"",
+        "\"\\u0041\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"ti\\tle\"",
+        "\"Name\"",
+        "\"uri\"",
+        "\"name_\"",
+    ])
+}
+
+/// A list result with items of arbitrary values, as one message or a
+/// batch; then bytes deleted, inserted or replaced, mostly where the
+/// grammar is decided.
+fn mutated_list() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop::sample::select(vec![
+        "\"echo\"",
+        "\"secret\"",
+        "\"se\\u0063ret\"",
+        "\"\\ud800\"",
+        "\"\\udfff\"",
+        "\"\\ud800\\u0041\"",
+        "\"x\\ud83d\\ude00\"",
+        "5",
+        "null",
+    ]);
+    let name_key = prop::sample::select(vec!["\"name\"", "\"name\"", "\"n\\u0061me\"", "\"NAME\""]);
+    let item = (
+        name_key,
+        name,
+        prop::collection::vec((json_key(), json_value()), 0..3),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(key, name, mut members, at)| {
+            let mut members: Vec<String> = members.drain(..).map(|(k, v)| format!("{k}:{v}")).collect();
+            members.insert(at.index(members.len() + 1), format!("{key}:{name}"));
+            format!("{{{}}}", members.join(","))
+        });
+    let list_key =
+        prop::sample::select(vec!["\"tools\"", "\"tools\"", "\"resources\"", "\"Tools\"", "\"extra\""]);
+    let message = (list_key, prop::collection::vec(item, 0..5), json_value()).prop_map(|(key, items, other)| {
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{{key}:[{}],\"nextCursor\":{other}}},\"x\":{other}}}",
+            items.join(" , ")
+        )
+    });
+    let mutation = (
+        any::<prop::sample::Index>(),
+        0..3u8,
+        prop::sample::select(b"\"\\,:{}[] \n\t0-.eu\x01\x0c\xc3\x80a".to_vec()),
+    );
+    (prop::collection::vec(message, 1..3), any::<bool>(), prop::collection::vec(mutation, 0..3)).prop_map(
+        |(messages, batch, mutations)| {
+            let mut text = if batch || messages.len() > 1 {
+                format!("[{}]", messages.join(","))
+            } else {
+                messages.concat()
+            }
+            .into_bytes();
+            for (at, op, byte) in mutations {
+                let at = at.index(text.len() + 1);
+                match op {
+                    0 if at < text.len() => {
+                        text.remove(at);
+                    }
+                    1 => text.insert(at, byte),
+                    _ if at < text.len() => text[at] = byte,
+                    _ => {}
+                }
+            }
+            text
+        },
+    )
+}
+
+proptest! {
+    // Cheap cases, and the one test standing between the filter and a
+    // parser differential: eight times the others' count.
+    #![proptest_config(Config { cases: config().cases * 8, ..config() })]
+
+    #[test]
+    fn the_filter_reads_every_text_as_serde_json_does(text in mutated_list(), lists in list_result(), json in jsonish()) {
+        filters_agree(&text)?;
+        filters_agree(lists.as_bytes())?;
+        filters_agree(&json)?;
     }
 }
 

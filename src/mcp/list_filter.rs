@@ -11,15 +11,11 @@
 //! filter reads) is an error, and the caller refuses the message rather
 //! than pass it on unfiltered.
 
-use super::envelope::CowStr;
 use super::keys::{self, Member};
+use super::scan::{Scanner, SyntaxError};
 use crate::policy::ListKind;
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::fmt;
 
 /// Whether `text` could hold a list result. A cheap byte scan run before any
 /// parse. A list result needs a list member (`tools`, `prompts`,
@@ -52,6 +48,12 @@ pub enum Outcome {
 #[error("list result not filterable: {0}")]
 pub struct Unfilterable(pub String);
 
+impl From<SyntaxError> for Unfilterable {
+    fn from(error: SyntaxError) -> Self {
+        Unfilterable(format!("not JSON: {error}"))
+    }
+}
+
 /// An item removed from a list, for the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removed {
@@ -59,41 +61,44 @@ pub struct Removed {
     pub name: String,
 }
 
+type Keep<'k> = dyn FnMut(ListKind, &str) -> bool + 'k;
+
 /// Filters every list result in `text`, keeping the items `keep` allows.
-pub fn filter(
-    text: &[u8],
-    keep: &mut dyn FnMut(ListKind, &str) -> bool,
-    removed: &mut Vec<Removed>,
-) -> Result<Outcome, Unfilterable> {
-    let first = text.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(text).map_err(|e| Unfilterable(e.to_string()))?;
-        let mut changed = false;
-        let mut parts: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
-        for item in items {
-            match filter_object(item.get().as_bytes(), keep, removed)? {
-                Outcome::Unchanged => parts.push(Cow::Borrowed(item.get().as_bytes())),
-                Outcome::Rewritten(bytes) => {
-                    changed = true;
-                    parts.push(Cow::Owned(bytes));
-                }
-            }
-        }
-        if !changed {
-            return Ok(Outcome::Unchanged);
-        }
-        let mut out = Vec::with_capacity(text.len());
-        out.push(b'[');
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(part);
-        }
-        out.push(b']');
-        return Ok(Outcome::Rewritten(out));
+///
+/// One pass over the text (see [`super::scan`]): the envelope's members,
+/// `result`'s members and each list item's members are read as keys and
+/// value spans, so a kept item is copied from the text, never read again.
+pub fn filter(text: &[u8], keep: &mut Keep<'_>, removed: &mut Vec<Removed>) -> Result<Outcome, Unfilterable> {
+    let mut scanner = Scanner::new(text)?;
+    if scanner.peek() != Some(b'[') {
+        let message = message(&mut scanner, keep, removed)?;
+        scanner.end()?;
+        return Ok(match message {
+            Some(members) => Outcome::Rewritten(write_message(&members, text.len())),
+            None => Outcome::Unchanged,
+        });
     }
-    filter_object(text, keep, removed)
+    // A batch: each message, as its bytes or as rewritten.
+    let mut parts: Vec<Cow<'_, [u8]>> = Vec::new();
+    let mut changed = false;
+    scanner.begin_array()?;
+    let mut first = true;
+    while scanner.next_element(first)? {
+        first = false;
+        let start = scanner.mark();
+        match message(&mut scanner, keep, removed)? {
+            Some(members) => {
+                changed = true;
+                parts.push(Cow::Owned(write_message(&members, scanner.mark() - start)));
+            }
+            None => parts.push(Cow::Borrowed(scanner.since(start))),
+        }
+    }
+    scanner.end()?;
+    if !changed {
+        return Ok(Outcome::Unchanged);
+    }
+    Ok(Outcome::Rewritten(write_list(&parts, text.len())))
 }
 
 /// Keys seen in one object, to refuse duplicates: a short list while the
@@ -102,6 +107,7 @@ pub fn filter(
 struct Seen<'a> {
     few: Vec<Cow<'a, str>>,
     many: HashSet<Cow<'a, str>>,
+    count: usize,
 }
 
 impl<'a> Seen<'a> {
@@ -125,49 +131,20 @@ impl<'a> Seen<'a> {
 
 /// The next key of an object, at most [`keys::MAX_MEMBERS`] of them and
 /// none twice.
-fn next_key<'de, A: MapAccess<'de>>(
-    map: &mut A,
-    seen: &mut Seen<'de>,
-    count: &mut usize,
-) -> Result<Option<Cow<'de, str>>, A::Error> {
-    let Some(key) = map.next_key::<CowStr<'de>>()? else { return Ok(None) };
-    if *count == keys::MAX_MEMBERS {
-        return Err(de::Error::custom(format_args!("an object has more than {} members", keys::MAX_MEMBERS)));
+fn next_key<'a>(
+    scanner: &mut Scanner<'a>,
+    seen: &mut Seen<'a>,
+) -> Result<Option<Cow<'a, str>>, Unfilterable> {
+    let Some(key) = scanner.next_key(seen.count == 0)? else { return Ok(None) };
+    if seen.count == keys::MAX_MEMBERS {
+        return Err(Unfilterable(format!("an object has more than {} members", keys::MAX_MEMBERS)));
     }
-    *count += 1;
-    if !seen.insert(key.0.clone()) {
-        return Err(de::Error::custom(format_args!("duplicate key `{}`", key.0)));
+    seen.count += 1;
+    if !seen.insert(key.clone()) {
+        let shown: String = key.chars().take(64).collect();
+        return Err(Unfilterable(format!("duplicate key `{shown}`")));
     }
-    Ok(Some(key.0))
-}
-
-/// Members of a JSON object in order, values as raw text; duplicate keys
-/// are an error.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
-                let (mut seen, mut count) = (Seen::default(), 0);
-                while let Some(key) = next_key(&mut map, &mut seen, &mut count)? {
-                    members.push((key, map.next_value()?));
-                }
-                Ok(Members(members))
-            }
-        }
-        deserializer.deserialize_map(V)
-    }
-}
-
-fn members(text: &[u8]) -> Result<Members<'_>, Unfilterable> {
-    serde_json::from_slice(text).map_err(|e| Unfilterable(e.to_string()))
+    Ok(Some(key))
 }
 
 const LIST_MEMBERS: [(&str, ListKind, &str); 4] = [
@@ -179,217 +156,177 @@ const LIST_MEMBERS: [(&str, ListKind, &str); 4] = [
 
 const LIST_MEMBER_NAMES: [&str; 4] = ["tools", "prompts", "resources", "resourceTemplates"];
 
-fn folded(key: &str, name: &str) -> String {
+fn folded(key: &str, name: &str) -> Unfilterable {
     let shown: String = key.chars().take(64).collect();
-    format!("key `{shown}` differs from `{name}` only in case")
+    Unfilterable(format!("key `{shown}` differs from `{name}` only in case"))
 }
 
-/// A member's value as read in the one pass over a message: its bytes;
-/// for the envelope's `result`, its members; for a list in it, its items.
+/// A member's value as read: its bytes; for the envelope's `result` when it
+/// is an object, its members; for a list in it, the list filtered.
 enum Slot<'a> {
-    Raw(&'a RawValue),
-    /// `result`, an object.
+    Raw(&'a [u8]),
     Result(Vec<(Cow<'a, str>, Slot<'a>)>),
-    /// `result` of another type: nothing to filter.
-    NotObject,
-    /// A list member of `result` (an index into [`LIST_MEMBERS`]).
-    List(usize, Vec<&'a RawValue>),
+    /// A list member of `result`: its bytes, and the list rewritten when
+    /// an item had to go.
+    List(&'a [u8], Option<Vec<u8>>),
 }
 
-/// The members of one object of a message, read in one pass with the
-/// objects and arrays below it that filtering needs: `result` in the
-/// envelope, the lists in `result`. Every other value is kept as its bytes.
-struct Level {
-    result: bool,
-}
+type Members<'a> = Vec<(Cow<'a, str>, Slot<'a>)>;
 
-impl<'de> de::DeserializeSeed<'de> for Level {
-    type Value = Slot<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        if self.result { deserializer.deserialize_any(self) } else { deserializer.deserialize_map(self) }
-    }
-}
-
-impl<'de> Visitor<'de> for Level {
-    type Value = Slot<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members: Vec<(Cow<'de, str>, Slot<'de>)> = Vec::new();
-        let (mut seen, mut count) = (Seen::default(), 0);
-        while let Some(key) = next_key(&mut map, &mut seen, &mut count)? {
-            let slot = if self.result {
-                match keys::classify(&key, &LIST_MEMBER_NAMES) {
-                    Member::Exact(i) => Slot::List(
-                        i,
-                        map.next_value::<Vec<&'de RawValue>>().map_err(|_| {
-                            de::Error::custom(format_args!("`{}` is not an array", LIST_MEMBER_NAMES[i]))
-                        })?,
-                    ),
-                    Member::Folded(i) => return Err(de::Error::custom(folded(&key, LIST_MEMBER_NAMES[i]))),
-                    Member::Other => Slot::Raw(map.next_value()?),
-                }
-            } else {
-                match keys::classify(&key, &["result"]) {
-                    Member::Exact(_) => map.next_value_seed(Level { result: true })?,
-                    Member::Folded(_) => return Err(de::Error::custom(folded(&key, "result"))),
-                    Member::Other => Slot::Raw(map.next_value()?),
-                }
-            };
-            members.push((key, slot));
-        }
-        Ok(Slot::Result(members))
-    }
-
-    // `result` of any other type is read and left alone.
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-        Ok(Slot::NotObject)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Slot::NotObject)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Slot::NotObject)
-    }
-}
-
-fn filter_object(
-    text: &[u8],
-    keep: &mut dyn FnMut(ListKind, &str) -> bool,
+/// Reads one message (an object). Its members when a list in it was
+/// rewritten, `None` when it stays as it came.
+fn message<'a>(
+    scanner: &mut Scanner<'a>,
+    keep: &mut Keep<'_>,
     removed: &mut Vec<Removed>,
-) -> Result<Outcome, Unfilterable> {
-    let mut deserializer = serde_json::Deserializer::from_slice(text);
-    let envelope = de::DeserializeSeed::deserialize(Level { result: false }, &mut deserializer)
-        .and_then(|slot| deserializer.end().map(|()| slot))
-        .map_err(|e| Unfilterable(e.to_string()))?;
-    let Slot::Result(envelope) = envelope else {
-        return Err(Unfilterable("not a JSON object".into()));
-    };
-    let Some(result_members) = envelope.iter().find_map(|(_, slot)| match slot {
-        Slot::Result(members) => Some(members),
-        _ => None,
-    }) else {
-        return Ok(Outcome::Unchanged);
-    };
-    let mut replaced: Vec<(usize, Vec<u8>)> = Vec::new();
-    for (index, (_, slot)) in result_members.iter().enumerate() {
-        if let Slot::List(i, items) = slot {
-            let (_, kind, name_key) = &LIST_MEMBERS[*i];
-            if let Some(list) = filter_list(items, *kind, name_key, keep, removed)? {
-                replaced.push((index, list));
+) -> Result<Option<Members<'a>>, Unfilterable> {
+    if scanner.peek() != Some(b'{') {
+        return Err(Unfilterable("a message is not a JSON object".into()));
+    }
+    scanner.begin_object()?;
+    let mut members: Members<'a> = Vec::new();
+    let mut seen = Seen::default();
+    let mut changed = false;
+    while let Some(key) = next_key(scanner, &mut seen)? {
+        let slot = match keys::classify(&key, &["result"]) {
+            Member::Exact(_) if scanner.peek() == Some(b'{') => {
+                let (members, rewritten) = result(scanner, keep, removed)?;
+                changed |= rewritten;
+                Slot::Result(members)
+            }
+            Member::Folded(_) => return Err(folded(&key, "result")),
+            Member::Exact(_) | Member::Other => Slot::Raw(scanner.skip_value()?),
+        };
+        members.push((key, slot));
+    }
+    Ok(changed.then_some(members))
+}
+
+/// Reads `result`, an object, filtering the lists in it; whether one of
+/// them was rewritten.
+fn result<'a>(
+    scanner: &mut Scanner<'a>,
+    keep: &mut Keep<'_>,
+    removed: &mut Vec<Removed>,
+) -> Result<(Members<'a>, bool), Unfilterable> {
+    scanner.begin_object()?;
+    let mut members: Members<'a> = Vec::new();
+    let mut seen = Seen::default();
+    let mut changed = false;
+    while let Some(key) = next_key(scanner, &mut seen)? {
+        let slot = match keys::classify(&key, &LIST_MEMBER_NAMES) {
+            Member::Exact(i) => {
+                let start = scanner.mark();
+                let filtered = list(scanner, i, keep, removed)?;
+                changed |= filtered.is_some();
+                Slot::List(scanner.since(start), filtered)
+            }
+            Member::Folded(i) => return Err(folded(&key, LIST_MEMBER_NAMES[i])),
+            Member::Other => Slot::Raw(scanner.skip_value()?),
+        };
+        members.push((key, slot));
+    }
+    Ok((members, changed))
+}
+
+/// Reads a list, deciding on each item; the list rewritten, or `None`
+/// when every item stays.
+fn list(
+    scanner: &mut Scanner<'_>,
+    index: usize,
+    keep: &mut Keep<'_>,
+    removed: &mut Vec<Removed>,
+) -> Result<Option<Vec<u8>>, Unfilterable> {
+    let (member, kind, name_key) = LIST_MEMBERS[index];
+    if scanner.peek() != Some(b'[') {
+        return Err(Unfilterable(format!("`{member}` is not an array")));
+    }
+    scanner.begin_array()?;
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let (mut count, mut first) = (0usize, true);
+    while scanner.next_element(first)? {
+        first = false;
+        count += 1;
+        let start = scanner.mark();
+        let name = item_name(scanner, member, name_key)?;
+        if keep(kind, &name) {
+            kept.push(scanner.since(start));
+        } else {
+            removed.push(Removed { kind, name: name.into_owned() });
+        }
+    }
+    if kept.len() == count {
+        return Ok(None);
+    }
+    let length = kept.iter().map(|item| item.len() + 1).sum::<usize>() + 1;
+    Ok(Some(write_list(&kept, length)))
+}
+
+/// Reads one list item, an object, for its name.
+fn item_name<'a>(
+    scanner: &mut Scanner<'a>,
+    member: &str,
+    name_key: &str,
+) -> Result<Cow<'a, str>, Unfilterable> {
+    let no_name = || Unfilterable(format!("an item of `{member}` has no string `{name_key}`"));
+    if scanner.peek() != Some(b'{') {
+        return Err(Unfilterable(format!("an item of `{member}` is not an object")));
+    }
+    scanner.begin_object()?;
+    let mut seen = Seen::default();
+    let mut name = None;
+    while let Some(key) = next_key(scanner, &mut seen)? {
+        match keys::classify(&key, &[name_key]) {
+            Member::Exact(_) => name = Some(scanner.string_or_skip()?.ok_or_else(no_name)?),
+            Member::Folded(_) => return Err(folded(&key, name_key)),
+            Member::Other => {
+                scanner.skip_value()?;
             }
         }
     }
-    if replaced.is_empty() {
-        return Ok(Outcome::Unchanged);
-    }
-    let mut out = Vec::with_capacity(text.len());
+    name.ok_or_else(no_name)
+}
+
+/// A message rebuilt from its members: keys as JSON strings, values as
+/// their bytes, rewritten lists in place of the originals.
+fn write_message(members: &Members<'_>, length: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(length);
+    write_members(&mut out, members);
+    out
+}
+
+fn write_members(out: &mut Vec<u8>, members: &Members<'_>) {
     out.push(b'{');
-    for (index, (key, slot)) in envelope.iter().enumerate() {
+    for (index, (key, slot)) in members.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        write_key(&mut out, key);
+        // serde_json writes a string as valid JSON; a Vec<u8> writer cannot fail.
+        if serde_json::to_writer(&mut *out, key).is_err() {
+            out.extend_from_slice(b"\"\"");
+        }
+        out.push(b':');
         match slot {
-            Slot::Raw(value) => out.extend_from_slice(value.get().as_bytes()),
-            Slot::Result(members) => {
-                out.push(b'{');
-                for (index, (key, slot)) in members.iter().enumerate() {
-                    if index > 0 {
-                        out.push(b',');
-                    }
-                    write_key(&mut out, key);
-                    match (replaced.iter().find(|(i, _)| *i == index), slot) {
-                        (Some((_, list)), _) => out.extend_from_slice(list),
-                        (None, Slot::Raw(value)) => out.extend_from_slice(value.get().as_bytes()),
-                        (None, Slot::List(_, items)) => write_items(&mut out, items),
-                        (None, Slot::Result(_) | Slot::NotObject) => {
-                            return Err(Unfilterable("unexpected nesting".into()));
-                        }
-                    }
-                }
-                out.push(b'}');
-            }
-            // Only `result` is read as anything but bytes, and it was an object.
-            Slot::NotObject | Slot::List(..) => return Err(Unfilterable("unexpected nesting".into())),
+            Slot::Raw(bytes) | Slot::List(bytes, None) => out.extend_from_slice(bytes),
+            Slot::List(_, Some(list)) => out.extend_from_slice(list),
+            Slot::Result(members) => write_members(out, members),
         }
     }
     out.push(b'}');
-    Ok(Outcome::Rewritten(out))
 }
 
-fn write_key(out: &mut Vec<u8>, key: &str) {
-    // serde_json writes a string as valid JSON; a Vec<u8> writer cannot fail.
-    if serde_json::to_writer(&mut *out, key).is_err() {
-        out.extend_from_slice(b"\"\"");
-    }
-    out.push(b':');
-}
-
-fn write_items(out: &mut Vec<u8>, items: &[&RawValue]) {
+/// `[a,b,…]` of the given parts.
+fn write_list<T: AsRef<[u8]>>(parts: &[T], length: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(length);
     out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
+    for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(item.get().as_bytes());
+        out.extend_from_slice(part.as_ref());
     }
     out.push(b']');
-}
-
-/// The filtered list, or `None` when every item stays.
-fn filter_list(
-    items: &[&RawValue],
-    kind: ListKind,
-    name_key: &str,
-    keep: &mut dyn FnMut(ListKind, &str) -> bool,
-    removed: &mut Vec<Removed>,
-) -> Result<Option<Vec<u8>>, Unfilterable> {
-    let mut kept: Vec<&RawValue> = Vec::with_capacity(items.len());
-    for item in items {
-        let item_members = members(item.get().as_bytes())?;
-        let mut name = None;
-        for (key, value) in &item_members.0 {
-            match keys::classify(key, &[name_key]) {
-                Member::Exact(_) => name = serde_json::from_str::<Cow<'_, str>>(value.get()).ok(),
-                Member::Folded(_) => return Err(Unfilterable(folded(key, name_key))),
-                Member::Other => {}
-            }
-        }
-        match name {
-            Some(name) if keep(kind, &name) => kept.push(item),
-            Some(name) => removed.push(Removed { kind, name: name.into_owned() }),
-            None => {
-                return Err(Unfilterable(format!(
-                    "an item of `{}` has no string `{name_key}`",
-                    kind.list_member()
-                )));
-            }
-        }
-    }
-    if kept.len() == items.len() {
-        return Ok(None);
-    }
-    let mut out = Vec::with_capacity(items.iter().map(|i| i.get().len() + 1).sum());
-    write_items(&mut out, &kept);
-    Ok(Some(out))
+    out
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod envelope;
 pub mod headers;
 pub mod keys;
 pub mod list_filter;
+pub mod scan;
 pub mod sse;
 pub mod sse_event;
 pub mod version;

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod serde_filter;
+
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 

@@ -113,6 +113,13 @@ struct Seen<'a> {
 impl<'a> Seen<'a> {
     const FEW: usize = 16;
 
+    /// Forgets the keys of the last object, keeping the space.
+    fn clear(&mut self) {
+        self.few.clear();
+        self.many.clear();
+        self.count = 0;
+    }
+
     /// Whether `key` is new; records it.
     fn insert(&mut self, key: Cow<'a, str>) -> bool {
         if self.many.is_empty() {
@@ -244,11 +251,13 @@ fn list(
     scanner.begin_array()?;
     let mut kept: Vec<&[u8]> = Vec::new();
     let (mut count, mut first) = (0usize, true);
+    // One set of keys for every item in turn.
+    let mut seen = Seen::default();
     while scanner.next_element(first)? {
         first = false;
         count += 1;
         let start = scanner.mark();
-        let name = item_name(scanner, member, name_key)?;
+        let name = item_name(scanner, &mut seen, member, name_key)?;
         if keep(kind, &name) {
             kept.push(scanner.since(start));
         } else {
@@ -265,6 +274,7 @@ fn list(
 /// Reads one list item, an object, for its name.
 fn item_name<'a>(
     scanner: &mut Scanner<'a>,
+    seen: &mut Seen<'a>,
     member: &str,
     name_key: &str,
 ) -> Result<Cow<'a, str>, Unfilterable> {
@@ -273,9 +283,9 @@ fn item_name<'a>(
         return Err(Unfilterable(format!("an item of `{member}` is not an object")));
     }
     scanner.begin_object()?;
-    let mut seen = Seen::default();
+    seen.clear();
     let mut name = None;
-    while let Some(key) = next_key(scanner, &mut seen)? {
+    while let Some(key) = next_key(scanner, seen)? {
         match keys::classify(&key, &[name_key]) {
             Member::Exact(_) => name = Some(scanner.string_or_skip()?.ok_or_else(no_name)?),
             Member::Folded(_) => return Err(folded(&key, name_key)),

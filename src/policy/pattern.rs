@@ -12,6 +12,7 @@
 //! tool name or a URI does not need) and pull more code into the tree.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -25,7 +26,7 @@ enum Token {
 /// One compiled glob.
 #[derive(Debug, Clone)]
 pub struct Glob {
-    source: String,
+    source: Arc<str>,
     tokens: Vec<Token>,
 }
 
@@ -58,25 +59,47 @@ impl Glob {
         if !literal.is_empty() {
             tokens.push(Token::Literal(literal));
         }
-        Self { source: source.to_owned(), tokens }
+        Self { source: source.into(), tokens }
     }
 
     pub fn as_str(&self) -> &str {
         &self.source
     }
 
+    /// Whether `text` is free of `/` where a `*` (not `**`) must match it.
+    fn within(token: &Token, text: &[u8]) -> bool {
+        !matches!(token, Token::Star) || !text.contains(&b'/')
+    }
+
     pub fn matches(&self, text: &str) -> bool {
         let s = text.as_bytes();
-        // Cheap exits on a leading or trailing literal.
+        // Cheap exits on a leading or trailing literal, its outer byte
+        // compared first: most names fail most globs there.
         if let Some(Token::Literal(first)) = self.tokens.first()
-            && !s.starts_with(first)
+            && !(first.is_empty() || (s.first() == first.first() && s.starts_with(first)))
         {
             return false;
         }
         if let Some(Token::Literal(last)) = self.tokens.last()
-            && !s.ends_with(last)
+            && !(last.is_empty() || (s.last() == last.last() && s.ends_with(last)))
         {
             return false;
+        }
+        // The shapes allowlists are made of, matched without a table: a
+        // prefix, a suffix, both, or a lone wildcard.
+        match self.tokens.as_slice() {
+            [wild @ (Token::Star | Token::DoubleStar)] => return Self::within(wild, s),
+            [Token::Literal(first), wild @ (Token::Star | Token::DoubleStar)] => {
+                return Self::within(wild, &s[first.len()..]);
+            }
+            [wild @ (Token::Star | Token::DoubleStar), Token::Literal(last)] => {
+                return Self::within(wild, &s[..s.len() - last.len()]);
+            }
+            [Token::Literal(first), wild @ (Token::Star | Token::DoubleStar), Token::Literal(last)] => {
+                return s.len() >= first.len() + last.len()
+                    && Self::within(wild, &s[first.len()..s.len() - last.len()]);
+            }
+            _ => {}
         }
         // can[j]: the tokens from the current one on match s[j..].
         // Computed from the last token back, one row at a time.
@@ -106,10 +129,17 @@ impl Glob {
 }
 
 /// A set of patterns: exact names looked up in O(1), globs tried in order.
+/// Only the globs a name can match are tried: those whose leading literal
+/// opens with the name's first byte, and those that open with a wildcard.
 #[derive(Debug, Clone, Default)]
 pub struct PatternSet {
-    exact: HashSet<String>,
+    exact: HashSet<Arc<str>>,
     globs: Vec<Glob>,
+    /// Indexes into `globs` by the first byte of their leading literal,
+    /// sorted by that byte, each list in order.
+    by_first: Vec<(u8, Vec<usize>)>,
+    /// Indexes of the globs that open with a wildcard, in order.
+    open: Vec<usize>,
 }
 
 impl PatternSet {
@@ -117,11 +147,23 @@ impl PatternSet {
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>, segments: bool) -> Self {
         let mut set = Self::default();
         for pattern in patterns {
-            if pattern.contains('*') {
-                set.globs.push(Glob::compile(pattern, segments));
-            } else {
-                set.exact.insert(pattern.to_owned());
+            if !pattern.contains('*') {
+                set.exact.insert(pattern.into());
+                continue;
             }
+            let index = set.globs.len();
+            let glob = Glob::compile(pattern, segments);
+            match glob.tokens.first() {
+                Some(Token::Literal(literal)) if !literal.is_empty() => {
+                    let byte = literal[0];
+                    match set.by_first.binary_search_by_key(&byte, |(b, _)| *b) {
+                        Ok(at) => set.by_first[at].1.push(index),
+                        Err(at) => set.by_first.insert(at, (byte, vec![index])),
+                    }
+                }
+                _ => set.open.push(index),
+            }
+            set.globs.push(glob);
         }
         set
     }
@@ -131,11 +173,32 @@ impl PatternSet {
     }
 
     /// The first pattern that matches `name`, if any.
-    pub fn find<'s>(&'s self, name: &str) -> Option<&'s str> {
-        if let Some(exact) = self.exact.get(name) {
+    pub fn find(&self, name: &str) -> Option<&Arc<str>> {
+        if !self.exact.is_empty()
+            && let Some(exact) = self.exact.get(name)
+        {
             return Some(exact);
         }
-        self.globs.iter().find(|g| g.matches(name)).map(Glob::as_str)
+        let keyed = name
+            .as_bytes()
+            .first()
+            .and_then(|byte| self.by_first.binary_search_by_key(byte, |(b, _)| *b).ok())
+            .map_or(&[][..], |at| &self.by_first[at].1[..]);
+        // The candidates of both lists, in the order of the policy.
+        let (mut keyed, mut open) = (keyed.iter().peekable(), self.open.iter().peekable());
+        loop {
+            let index = match (keyed.peek(), open.peek()) {
+                (Some(&&k), Some(&&o)) if k < o => keyed.next(),
+                (_, Some(_)) => open.next(),
+                (Some(_), None) => keyed.next(),
+                (None, None) => return None,
+            };
+            if let Some(glob) = index.and_then(|&i| self.globs.get(i))
+                && glob.matches(name)
+            {
+                return Some(&glob.source);
+            }
+        }
     }
 }
 
@@ -193,9 +256,45 @@ mod tests {
     #[test]
     fn names_have_no_segments() {
         let names = PatternSet::new(["*", "github/*"], false);
-        assert_eq!(names.find("ns/tool"), Some("*"));
+        assert_eq!(names.find("ns/tool").map(|p| &**p), Some("*"));
         assert!(Glob::compile("github/*", false).matches("github/a/b"));
         assert!(!Glob::compile("github/*", true).matches("github/a/b"));
+    }
+
+    #[test]
+    fn the_common_shapes_agree_with_the_general_matcher() {
+        // The general matcher: the same tokens behind two empty literals,
+        // a shape no shortcut takes.
+        let general = |p: &str, segments: bool, text: &str| {
+            let mut glob = Glob::compile(p, segments);
+            glob.tokens.splice(0..0, [Token::Literal(Vec::new()), Token::Literal(Vec::new())]);
+            glob.matches(text)
+        };
+        for p in ["*", "**", "a*", "a**", "*b", "**b", "a*b", "a**b", "ab*ab", "a/*", "*/b"] {
+            for text in
+                ["", "a", "b", "ab", "aab", "abab", "aXb", "a/b", "a/x/b", "ba", "x/b", "a/", "abXab", "aba"]
+            {
+                for segments in [true, false] {
+                    let glob = Glob::compile(p, segments);
+                    assert_eq!(glob.matches(text), general(p, segments, text), "{p} {text} {segments}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_matching_glob_in_the_policy_is_reported() {
+        let set = PatternSet::new(["*_x", "a*", "ab*", "*", "b*"], false);
+        assert_eq!(set.find("a_x").map(|p| &**p), Some("*_x"));
+        assert_eq!(set.find("abc").map(|p| &**p), Some("a*"));
+        assert_eq!(set.find("bc").map(|p| &**p), Some("*"));
+        assert_eq!(set.find("").map(|p| &**p), Some("*"));
+        let set = PatternSet::new(["b*", "a*", "ab*", "*c"], false);
+        assert_eq!(set.find("abc").map(|p| &**p), Some("a*"));
+        assert_eq!(set.find("bc").map(|p| &**p), Some("b*"));
+        assert_eq!(set.find("xc").map(|p| &**p), Some("*c"));
+        assert_eq!(set.find("x"), None);
+        assert_eq!(set.find(""), None);
     }
 
     #[test]
@@ -208,9 +307,9 @@ mod tests {
     #[test]
     fn sets_prefer_exact_and_report_the_pattern() {
         let set = PatternSet::new(["read_file", "search_*", "**"], true);
-        assert_eq!(set.find("read_file"), Some("read_file"));
-        assert_eq!(set.find("search_web"), Some("search_*"));
-        assert_eq!(set.find("x/y"), Some("**"));
+        assert_eq!(set.find("read_file").map(|p| &**p), Some("read_file"));
+        assert_eq!(set.find("search_web").map(|p| &**p), Some("search_*"));
+        assert_eq!(set.find("x/y").map(|p| &**p), Some("**"));
         assert!(PatternSet::new(["a"], true).find("b").is_none());
         assert!(PatternSet::default().is_empty());
     }

@@ -16,8 +16,10 @@
 use super::pattern::PatternSet;
 use super::uri;
 use crate::identity::{Access, CredentialKind, Principal};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 /// The longest tool or prompt name toolgate judges. The MCP specification
 /// asks for names of at most 128 characters; anything longer is refused.
@@ -167,18 +169,18 @@ impl fmt::Display for Source {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allowed { pattern: String, source: Source },
+    Allowed { pattern: Arc<str>, source: Source },
     Denied(Denial),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
     /// A deny pattern matched.
-    DeniedBy { pattern: String, source: Source },
+    DeniedBy { pattern: Arc<str>, source: Source },
     /// No allow pattern matched.
     NotAllowed,
     /// Non-ASCII name matched only by a glob: needs an exact allow entry.
-    NeedsExactEntry { pattern: String },
+    NeedsExactEntry { pattern: Arc<str> },
     /// Control characters or surrounding white space.
     MalformedName,
     /// Longer than any name toolgate judges (`limit` bytes): a tool or
@@ -335,7 +337,7 @@ impl View<'_> {
         // Dot segments where no reading can follow them (a query parameter
         // an upstream takes as a path) matter only where there is something
         // to walk out of: an allowed prefix, or a deny list.
-        let universal = matches!(&decision, Decision::Allowed { pattern, .. } if pattern == "**");
+        let universal = matches!(&decision, Decision::Allowed { pattern, .. } if &**pattern == "**");
         let denies = self.grants().any(|(grants, _)| !grants.deny[kind.index()].is_empty());
         if (!universal || denies) && uri::has_dot_segment(name) != Ok(false) {
             return Decision::Denied(Denial::DotSegments);
@@ -351,22 +353,26 @@ impl View<'_> {
     /// glob (`**` above all) allows any name.
     fn decide_text(&self, kind: ListKind, name: &str, as_sent: bool) -> Decision {
         let k = kind.index();
-        let folded = name.to_ascii_lowercase();
+        let folded: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
         let mut denies = false;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.deny[k].find(&folded) {
-                return Decision::Denied(Denial::DeniedBy { pattern: pattern.to_owned(), source });
+                return Decision::Denied(Denial::DeniedBy { pattern: pattern.clone(), source });
             }
             denies |= !grants.deny[k].is_empty();
         }
         let exact_needed = as_sent && denies && !name.is_ascii();
-        let mut glob_only: Option<String> = None;
+        let mut glob_only: Option<Arc<str>> = None;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.allow[k].find(name) {
-                if !exact_needed || pattern == name {
-                    return Decision::Allowed { pattern: pattern.to_owned(), source };
+                if !exact_needed || &**pattern == name {
+                    return Decision::Allowed { pattern: pattern.clone(), source };
                 }
-                glob_only.get_or_insert_with(|| pattern.to_owned());
+                glob_only.get_or_insert_with(|| pattern.clone());
             }
         }
         Decision::Denied(match glob_only {

@@ -93,24 +93,20 @@ struct Scan {
 /// the next chunk.
 fn find_event_end(buffer: &[u8], from: Scan) -> Result<usize, Scan> {
     let Scan { mut line_start, position: mut i } = from;
-    while i < buffer.len() {
-        match buffer[i] {
-            b'\n' | b'\r' => {
-                let end = match (buffer[i], buffer.get(i + 1)) {
-                    (b'\r', Some(b'\n')) => i + 2,
-                    (b'\r', None) => return Err(Scan { line_start, position: i }),
-                    _ => i + 1,
-                };
-                if i == line_start {
-                    return Ok(end);
-                }
-                line_start = end;
-                i = end;
-            }
-            _ => i += 1,
+    while let Some(found) = buffer.get(i..).and_then(|rest| memchr::memchr2(b'\n', b'\r', rest)) {
+        i += found;
+        let end = match (buffer[i], buffer.get(i + 1)) {
+            (b'\r', Some(b'\n')) => i + 2,
+            (b'\r', None) => return Err(Scan { line_start, position: i }),
+            _ => i + 1,
+        };
+        if i == line_start {
+            return Ok(end);
         }
+        line_start = end;
+        i = end;
     }
-    Err(Scan { line_start, position: i })
+    Err(Scan { line_start, position: buffer.len() })
 }
 
 #[cfg(test)]

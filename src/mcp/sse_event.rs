@@ -52,14 +52,14 @@ impl Event {
             name: None,
             id: None,
             retry: None,
-            canonical: !raw.contains(&b'\r'),
+            canonical: memchr::memchr(b'\r', &raw).is_none(),
             raw: Bytes::new(),
         };
         for line in lines(&raw) {
             if line.is_empty() {
                 continue;
             }
-            let (field, value) = match line.iter().position(|b| *b == b':') {
+            let (field, value) = match memchr::memchr(b':', line) {
                 Some(0) => {
                     event.canonical &= !has_foreign_separator(line);
                     continue;
@@ -151,7 +151,7 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
         if rest.is_empty() {
             return None;
         }
-        let end = rest.iter().position(|b| *b == b'\n' || *b == b'\r').unwrap_or(rest.len());
+        let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
         let line = &rest[..end];
         let skip = match (rest.get(end), rest.get(end + 1)) {
             (Some(b'\r'), Some(b'\n')) => 2,

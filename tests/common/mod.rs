@@ -97,7 +97,9 @@ impl Drop for Gate {
     }
 }
 
-/// A unique scratch directory for this test process.
+/// A unique, empty scratch directory for this test process. One left by an
+/// earlier process that had the same id is stale (no two live processes
+/// share an id) and is emptied first, or a test would find its files.
 pub fn scratch_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -105,6 +107,7 @@ pub fn scratch_dir() -> PathBuf {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
     dir
 }

@@ -12,7 +12,7 @@
 //! | `withheld` | toolgate withheld the rest of an SSE answer it could not read with certainty |
 
 use super::ProxyBody;
-use crate::telemetry::Untrusted;
+use crate::telemetry::access_log;
 use bytes::Bytes;
 use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How an exchange ended, as told by the body that saw it end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,25 +100,18 @@ impl Exchange {
     }
 }
 
-/// Milliseconds to the microsecond, which print without float noise.
-fn millis(elapsed: Duration) -> f64 {
-    elapsed.as_micros() as f64 / 1000.0
-}
-
 fn log(exchange: &Exchange, status: u16, sent: u64, end: End) {
-    tracing::info!(
-        target: "toolgate::access",
-        peer = %exchange.peer,
-        method = %exchange.method,
-        path = %Untrusted(&exchange.path),
-        rpc = exchange.rpc_method,
+    access_log::write(&access_log::Entry {
+        peer: exchange.peer,
+        method: exchange.method.as_str(),
+        path: &exchange.path,
+        rpc: exchange.rpc_method,
         status,
-        refusal = exchange.refusal.unwrap_or(""),
-        bytes = sent,
-        outcome = end.as_str(),
-        duration_ms = millis(exchange.started.elapsed()),
-        "request"
-    );
+        refusal: exchange.refusal.unwrap_or(""),
+        bytes: sent,
+        outcome: end.as_str(),
+        duration: exchange.started.elapsed(),
+    });
 }
 
 /// The answer's body, counting what is sent and logging at its end.

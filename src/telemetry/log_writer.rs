@@ -134,6 +134,13 @@ impl Write for Line {
     }
 }
 
+impl Line {
+    /// The line's bytes so far: what is added is queued when it drops.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buffer
+    }
+}
+
 impl Drop for Line {
     fn drop(&mut self) {
         if self.buffer.is_empty() {
@@ -143,6 +150,17 @@ impl Drop for Line {
         // Full, or (should the writer have died) disconnected: lost, counted.
         if self.queue.try_send(Message::Line(line)).is_err() {
             self.dropped.inc();
+        }
+    }
+}
+
+impl QueuedWriter {
+    /// An empty line with room for `capacity` bytes.
+    pub fn line(&self, capacity: usize) -> Line {
+        Line {
+            queue: self.queue.clone(),
+            dropped: self.dropped.clone(),
+            buffer: Vec::with_capacity(capacity),
         }
     }
 }

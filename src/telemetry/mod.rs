@@ -2,6 +2,7 @@
 //! access log, audit events in [`audit`]), and Prometheus metrics in one
 //! registry served by the admin listener ([`metrics`]).
 
+pub mod access_log;
 pub mod audit;
 pub mod log_writer;
 pub mod metrics;
@@ -77,6 +78,9 @@ pub fn init_logging(format: LogFormat) -> Option<log_writer::FlushOnDrop> {
         eprintln!("toolgate: no thread for the log: logging is off");
         return None;
     };
+    if !ansi {
+        access_log::install(writer.clone(), format);
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let result = match format {
         LogFormat::Plain => builder.try_init(),

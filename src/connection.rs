@@ -57,6 +57,21 @@ pub struct ClientConnection {
     pub tls: bool,
     /// The client certificate the handshake verified, if any.
     pub certificate: Option<crate::identity::mtls::ClientCertificate>,
+    /// The peer's address as `X-Forwarded-For` gives it upstream, written
+    /// once for all the connection's requests.
+    pub forwarded_for: http::HeaderValue,
+}
+
+impl ClientConnection {
+    pub fn new(
+        peer: std::net::SocketAddr,
+        tls: bool,
+        certificate: Option<crate::identity::mtls::ClientCertificate>,
+    ) -> Self {
+        let forwarded_for = http::HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        Self { peer, tls, certificate, forwarded_for }
+    }
 }
 
 /// How long a connection may take to say anything, and to stay silent.
@@ -296,7 +311,7 @@ pub async fn serve<M, F, Fut>(
         let Ok(Ok((protocol, start))) = tokio::time::timeout_at(deadline, detect(&mut stream)).await else {
             return;
         };
-        let handler = make(ClientConnection { peer, tls: false, certificate: None });
+        let handler = make(ClientConnection::new(peer, false, None));
         let io = Replayed { start, position: 0, inner: stream };
         return run(io, protocol, handler, timeouts, signals).await;
     };
@@ -330,7 +345,7 @@ pub async fn serve<M, F, Fut>(
         tracing::debug!(%peer, "closing a connection that speaks another protocol than ALPN chose");
         return;
     }
-    let handler = make(ClientConnection { peer, tls: true, certificate });
+    let handler = make(ClientConnection::new(peer, true, certificate));
     let io = Replayed { start, position: 0, inner: stream };
     run(io, protocol, handler, timeouts, signals).await;
 }

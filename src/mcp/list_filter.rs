@@ -25,14 +25,38 @@ use std::collections::HashSet;
 /// `ſ`, which such readers fold to `s`. Text with none of these cannot be
 /// a list result in anyone's reading.
 pub fn may_hold_list(text: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 3] = [b"tools", b"prompts", b"resource"];
-    const EXACT: [&[u8]; 2] = [b"\\u", "ſ".as_bytes()];
-    NEEDLES.iter().any(|needle| contains_ignore_ascii_case(text, needle))
-        || EXACT.iter().any(|needle| text.windows(needle.len()).any(|w| w == *needle))
-}
-
-fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    // One pass: only these bytes can begin a sign of a list.
+    const STARTS: [bool; 256] = {
+        let mut starts = [false; 256];
+        let mut n = 0;
+        while n < 8 {
+            starts[b"tTpPrR\\\xc5"[n] as usize] = true;
+            n += 1;
+        }
+        starts
+    };
+    let mut at = 0;
+    while let Some(offset) = text[at..].iter().position(|&byte| STARTS[usize::from(byte)]) {
+        at += offset;
+        let rest = &text[at..];
+        let found = match rest[0] {
+            b'\\' => rest.get(1) == Some(&b'u'),
+            0xc5 => rest.get(1) == Some(&0xbf),
+            byte => {
+                let needle: &[u8] = match byte | 0x20 {
+                    b't' => b"tools",
+                    b'p' => b"prompts",
+                    _ => b"resource",
+                };
+                rest.get(..needle.len()).is_some_and(|word| word.eq_ignore_ascii_case(needle))
+            }
+        };
+        if found {
+            return true;
+        }
+        at += 1;
+    }
+    false
 }
 
 /// What filtering did to one message (a JSON-RPC object or a batch array).
@@ -455,5 +479,31 @@ mod tests {
         assert!(may_hold_list(br#"{"result":{"TOOLS":[]}}"#));
         assert!(may_hold_list(br#"{"result":{"Prompts":[]}}"#));
         assert!(may_hold_list("{\"result\":{\"toolſ\":[]}}".as_bytes()));
+    }
+
+    /// The prescan's definition, spelled out slowly.
+    fn holds_a_sign(text: &[u8]) -> bool {
+        let within = |needle: &[u8], fold: bool| {
+            text.windows(needle.len())
+                .any(|w| if fold { w.eq_ignore_ascii_case(needle) } else { w == needle })
+        };
+        within(b"tools", true)
+            || within(b"prompts", true)
+            || within(b"resource", true)
+            || within(b"\\u", false)
+            || within("ſ".as_bytes(), false)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_prescan_finds_every_sign_of_a_list(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                &b"t"[..], b"T", b"o", b"O", b"l", b"s", b"S", b"p", b"P", b"r", b"R", b"m", b"e", b"u", b"c",
+                b"\\", b"\xc5", b"\xbf", b"\"", b"{", b":", b"tool", b"prompt", b"resourc", b"\xc5\xbf",
+            ]), 0..40),
+        ) {
+            let text = pieces.concat();
+            proptest::prop_assert_eq!(may_hold_list(&text), holds_a_sign(&text), "{:?}", String::from_utf8_lossy(&text));
+        }
     }
 }

@@ -241,7 +241,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// RFC 9110 §7.6.1: connection-specific fields are not forwarded, nor any
 /// field the `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -253,17 +253,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // One look at each name; usually none is hop-by-hop, or only
+    // `Connection: keep-alive` is there.
+    let hop = |name: &&HeaderName| HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection";
+    let mut doomed: Vec<HeaderName> = headers.keys().filter(hop).cloned().collect();
+    if doomed.is_empty() {
+        return;
+    }
+    let named = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
+    doomed.extend(named);
+    for name in &doomed {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -339,9 +345,7 @@ pub fn upstream_request(
     if let Ok(value) = HeaderValue::from_str(upstream.authority.as_str()) {
         headers.insert(header::HOST, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&client.peer.ip().to_string()) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     let proto = if client.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = client_host {
@@ -446,6 +450,20 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_header_goes_even_alone() {
+        let names = HOP_BY_HOP.iter().cloned().chain([HeaderName::from_static("proxy-connection")]);
+        for name in names {
+            let mut headers = HeaderMap::new();
+            headers.insert("mcp-session-id", HeaderValue::from_static("abc"));
+            headers.insert(name.clone(), HeaderValue::from_static("x"));
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            strip_hop_by_hop(&mut headers);
+            assert!(!headers.contains_key(&name), "{name} was forwarded");
+            assert_eq!(headers.len(), 2, "{name}");
+        }
+    }
+
+    #[test]
     fn forwarded_headers_replace_client_claims() -> Result<(), Box<dyn std::error::Error>> {
         let upstream = Upstream {
             tls: None,
@@ -465,7 +483,7 @@ mod tests {
         let request = upstream_request(
             &upstream,
             parts,
-            &ClientConnection { peer: "192.0.2.9:5000".parse()?, tls: false, certificate: None },
+            &ClientConnection::new("192.0.2.9:5000".parse()?, false, None),
             Bytes::new(),
             &Identity::default(),
             &Principal::anonymous(),

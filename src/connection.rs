@@ -145,6 +145,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
             let n = left.len().min(buf.remaining());
             buf.put_slice(&left[..n]);
             self.position += n;
+            if self.position == self.start.len() {
+                self.start = Vec::new();
+                self.position = 0;
+                // What has arrived since, in the same read: a request head
+                // read in two parts grows hyper's buffer to twice its size.
+                if buf.remaining() > 0 {
+                    let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
+                }
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -315,7 +324,9 @@ pub async fn serve<M, F, Fut>(
         let io = Replayed { start, position: 0, inner: stream };
         return run(io, protocol, handler, timeouts, signals).await;
     };
-    let accepting = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    // The TLS handshake and a TLS connection's state live in boxes of their
+    // own, so that every plaintext connection's task is not sized for them.
+    let accepting = Box::pin(tokio_rustls::TlsAcceptor::from(config).accept(stream));
     let mut stream = match tokio::time::timeout_at(deadline, accepting).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
@@ -347,7 +358,7 @@ pub async fn serve<M, F, Fut>(
     }
     let handler = make(ClientConnection::new(peer, true, certificate));
     let io = Replayed { start, position: 0, inner: stream };
-    run(io, protocol, handler, timeouts, signals).await;
+    Box::pin(run(io, protocol, handler, timeouts, signals)).await;
 }
 
 async fn run<S, F, Fut>(io: S, protocol: Protocol, handler: F, timeouts: Timeouts, signals: Signals)
@@ -384,8 +395,17 @@ where
                 .max_concurrent_streams(H2_STREAMS)
                 .keep_alive_interval(Some(timeouts.idle.min(Duration::from_secs(30))))
                 .keep_alive_timeout(Duration::from_secs(20));
-            let connection = builder.serve_connection(io, service);
-            drive(connection, |c| c.graceful_shutdown(), &activity, timeouts.idle, signals).await;
+            // Boxed: an HTTP/2 connection's state is several times an
+            // HTTP/1.1 one's, and each HTTP/1.1 task would be sized for it.
+            let connection = Box::pin(builder.serve_connection(io, service));
+            drive(
+                connection,
+                |c| c.get_mut().as_mut().graceful_shutdown(),
+                &activity,
+                timeouts.idle,
+                signals,
+            )
+            .await;
         }
     }
 }
@@ -439,5 +459,39 @@ async fn drive<C>(
             }
             _ = ticks.tick() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn replayed_bytes_and_what_followed_come_in_one_read() -> io::Result<()> {
+        let head = b"POST /mcp HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n";
+        let mut io = Replayed { start: head[..24].to_vec(), position: 0, inner: &head[24..] };
+        let mut buffer = [0u8; 8192];
+        let read = io.read(&mut buffer).await?;
+        assert_eq!(&buffer[..read], head, "one read, so hyper parses the head without growing its buffer");
+        assert_eq!(io.read(&mut buffer).await?, 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn replayed_bytes_keep_their_order_through_small_reads() -> io::Result<()> {
+        let text = b"GET /mcp HTTP/1.1\r\nhost: a\r\n\r\n";
+        let mut io = Replayed { start: text[..24].to_vec(), position: 0, inner: &text[24..] };
+        let mut all = Vec::new();
+        let mut buffer = [0u8; 5];
+        loop {
+            let read = io.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            all.extend_from_slice(&buffer[..read]);
+        }
+        assert_eq!(all, text);
+        Ok(())
     }
 }

@@ -63,7 +63,7 @@ pub fn authorize(
             }),
             Some(name) => {
                 let decision = view.decide(kind, name);
-                metrics.decision(&server.name, kind, "call", decision.is_allowed());
+                metrics.decision(&server.name, kind, decision.is_allowed());
                 if decision.is_allowed() {
                     continue;
                 }

@@ -2,16 +2,24 @@
 //!
 //! Label values are bounded: JSON-RPC methods outside the MCP vocabulary
 //! count as `other`, so a client cannot grow the metric series at will.
+//!
+//! What every request updates takes no lock: the latency histograms are
+//! atomic ([`AtomicHistogram`]), and each worker thread keeps the counters
+//! it has used, by label set, so that only its first use of a label set
+//! looks it up in the registry's (locked) family.
 
+use super::histogram::AtomicHistogram;
 use crate::policy::{ListKind, PolicyMeta};
 use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,11 +63,15 @@ struct PolicyInfoLabels {
 }
 
 pub struct Metrics {
+    /// Tells this registry's counters apart in the threads' caches.
+    id: usize,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Histogram,
+    request_duration: AtomicHistogram,
     refusals: Family<RefusalLabels, Counter>,
-    upstream_duration: Family<UpstreamLabels, Histogram>,
+    upstream_duration: Family<UpstreamLabels, AtomicHistogram>,
+    /// `upstream_duration`'s series by outcome, once first used.
+    upstream_by_outcome: [OnceLock<AtomicHistogram>; 4],
     decisions: Family<DecisionLabels, Counter>,
     lists_refused: Counter,
     reloads: Family<ReloadLabels, Counter>,
@@ -89,7 +101,7 @@ impl Metrics {
             "Requests answered, by HTTP method, JSON-RPC method and HTTP status",
             requests.clone(),
         );
-        let request_duration = Histogram::new(latency_buckets());
+        let request_duration = AtomicHistogram::new(latency_buckets());
         registry.register(
             "request_duration_seconds",
             "Time from request to response head, including the upstream",
@@ -97,8 +109,9 @@ impl Metrics {
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register("refusals", "Requests refused by toolgate, by rule", refusals.clone());
-        let upstream_duration =
-            Family::<UpstreamLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let upstream_duration = Family::<UpstreamLabels, AtomicHistogram>::new_with_constructor(|| {
+            AtomicHistogram::new(latency_buckets())
+        });
         registry.register(
             "upstream_duration_seconds",
             "Time from forwarding to the upstream's response head, by outcome",
@@ -147,12 +160,15 @@ impl Metrics {
             "Log lines dropped because the log's reader did not keep up (the writer's queue was full)",
             super::log_writer::dropped_counter().clone(),
         );
+        static IDS: AtomicUsize = AtomicUsize::new(0);
         Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             request_duration,
             refusals,
             upstream_duration,
+            upstream_by_outcome: Default::default(),
             decisions,
             lists_refused,
             reloads,
@@ -164,11 +180,33 @@ impl Metrics {
         }
     }
 
-    pub fn decision(&self, server: &str, kind: ListKind, action: &'static str, allowed: bool) {
-        let outcome = if allowed { "allowed" } else { "denied" };
-        let labels =
-            DecisionLabels { virtual_server: server.to_owned(), kind: kind.as_str(), action, outcome };
-        self.decisions.get_or_create(&labels).inc();
+    /// Counts one decision on a call (`action` `call`).
+    pub fn decision(&self, server: &str, kind: ListKind, allowed: bool) {
+        let slot = kind as usize * 2 + usize::from(allowed);
+        let counter = DECISIONS.with_borrow_mut(|cache| {
+            let by_server = match cache.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => &mut cache[at].1,
+                None => &mut cache.push_mut((self.id, HashMap::new())).1,
+            };
+            if !by_server.contains_key(server) {
+                by_server.insert(server.to_owned(), Default::default());
+            }
+            let slots = by_server.get_mut(server)?;
+            let counter = slots[slot].get_or_insert_with(|| {
+                let outcome = if allowed { "allowed" } else { "denied" };
+                let labels = DecisionLabels {
+                    virtual_server: server.to_owned(),
+                    kind: kind.as_str(),
+                    action: "call",
+                    outcome,
+                };
+                self.decisions.get_or_create_owned(&labels)
+            });
+            Some(counter.clone())
+        });
+        if let Some(counter) = counter {
+            counter.inc();
+        }
     }
 
     /// Adds a whole list's decisions at once.
@@ -229,7 +267,16 @@ impl Metrics {
             Method::OPTIONS => "OPTIONS",
             _ => "other",
         };
-        self.requests.get_or_create(&RequestLabels { http_method, rpc_method, status }).inc();
+        let key =
+            (self.id, http_method.as_ptr() as usize, rpc_method.as_ptr() as usize, rpc_method.len(), status);
+        REQUESTS.with_borrow_mut(|cache| {
+            cache
+                .entry(key)
+                .or_insert_with(|| {
+                    self.requests.get_or_create_owned(&RequestLabels { http_method, rpc_method, status })
+                })
+                .inc();
+        });
         self.request_duration.observe(elapsed.as_secs_f64());
     }
 
@@ -239,13 +286,15 @@ impl Metrics {
 
     /// `status` is `None` when the upstream gave no answer (refused, timed out).
     pub fn upstream_answered(&self, elapsed: Duration, status: Option<u16>) {
-        let outcome = match status {
-            None => "failed",
-            Some(s) if s >= 500 => "5xx",
-            Some(s) if s >= 400 => "4xx",
-            Some(_) => "ok",
+        let (slot, outcome) = match status {
+            None => (0, "failed"),
+            Some(s) if s >= 500 => (1, "5xx"),
+            Some(s) if s >= 400 => (2, "4xx"),
+            Some(_) => (3, "ok"),
         };
-        self.upstream_duration.get_or_create(&UpstreamLabels { outcome }).observe(elapsed.as_secs_f64());
+        self.upstream_by_outcome[slot]
+            .get_or_init(|| self.upstream_duration.get_or_create_owned(&UpstreamLabels { outcome }))
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The registry in the OpenMetrics text format.
@@ -259,6 +308,23 @@ impl Metrics {
 }
 
 /// The label for a JSON-RPC method: its own name when MCP defines it,
+/// A request's counter, by registry, HTTP method and JSON-RPC method (the
+/// addresses and lengths of their `'static` labels: one label may have
+/// several addresses, each of which names it alone) and status.
+type RequestKey = (usize, usize, usize, usize, u16);
+
+/// A thread's call-decision counters of one registry, by virtual server:
+/// one per kind and outcome.
+type DecisionCache = (usize, HashMap<String, [Option<Counter>; 8]>);
+
+thread_local! {
+    /// This thread's request counters, as first looked up in their family.
+    static REQUESTS: RefCell<HashMap<RequestKey, Counter>> = RefCell::new(HashMap::new());
+    /// This thread's call-decision counters, by registry.
+    static DECISIONS: RefCell<Vec<DecisionCache>> =
+        const { RefCell::new(Vec::new()) };
+}
+
 /// `other` otherwise.
 pub fn rpc_method_label(method: &str) -> &'static str {
     const KNOWN: &[&str] = &[
@@ -310,5 +376,47 @@ mod tests {
         assert!(text.contains(r#"toolgate_refusals_total{reason="origin"} 1"#), "{text}");
         assert!(text.contains("toolgate_upstream_duration_seconds_count{outcome=\"ok\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn each_registry_counts_what_every_thread_recorded() {
+        let (one, two) = (Metrics::new(), Metrics::new());
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        one.request(
+                            &Method::POST,
+                            rpc_method_label("tools/call"),
+                            200,
+                            Duration::from_millis(1),
+                        );
+                        one.decision("default", ListKind::Tool, true);
+                        one.decision("default", ListKind::Prompt, false);
+                        two.decision("other", ListKind::Tool, true);
+                        one.upstream_answered(Duration::from_millis(1), Some(503));
+                    }
+                });
+            }
+        });
+        one.request(&Method::GET, rpc_method_label("tools/call"), 200, Duration::from_millis(1));
+        one.request(&Method::POST, rpc_method_label("tools/list"), 200, Duration::from_millis(1));
+        let text = one.encode();
+        for line in [
+            r#"toolgate_requests_total{http_method="POST",rpc_method="tools/call",status="200"} 300"#,
+            r#"toolgate_requests_total{http_method="GET",rpc_method="tools/call",status="200"} 1"#,
+            r#"toolgate_requests_total{http_method="POST",rpc_method="tools/list",status="200"} 1"#,
+            r#"toolgate_decisions_total{virtual_server="default",kind="tool",action="call",outcome="allowed"} 300"#,
+            r#"toolgate_decisions_total{virtual_server="default",kind="prompt",action="call",outcome="denied"} 300"#,
+            r#"toolgate_upstream_duration_seconds_count{outcome="5xx"} 300"#,
+            "toolgate_request_duration_seconds_count 302",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "no `{line}` in\n{text}");
+        }
+        assert!(!text.contains(r#"virtual_server="other""#), "{text}");
+        let text = two.encode();
+        let line = r#"toolgate_decisions_total{virtual_server="other",kind="tool",action="call",outcome="allowed"} 300"#;
+        assert!(text.contains(line), "{text}");
+        assert!(!text.contains(r#"virtual_server="default""#), "{text}");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod audit;
+pub mod histogram;
 pub mod log_writer;
 pub mod metrics;
 

@@ -132,6 +132,8 @@ struct Replayed<S> {
     start: Vec<u8>,
     position: usize,
     inner: S,
+    /// An error met while reading on past the replayed bytes.
+    failed: Option<io::Error>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
@@ -150,11 +152,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
                 self.position = 0;
                 // What has arrived since, in the same read: a request head
                 // read in two parts grows hyper's buffer to twice its size.
-                if buf.remaining() > 0 {
-                    let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
+                // An error waits for the next read, after these bytes.
+                if buf.remaining() > 0
+                    && let Poll::Ready(Err(error)) = Pin::new(&mut self.inner).poll_read(cx, buf)
+                {
+                    self.failed = Some(error);
                 }
             }
             return Poll::Ready(Ok(()));
+        }
+        if let Some(error) = self.failed.take() {
+            return Poll::Ready(Err(error));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -321,7 +329,7 @@ pub async fn serve<M, F, Fut>(
             return;
         };
         let handler = make(ClientConnection::new(peer, false, None));
-        let io = Replayed { start, position: 0, inner: stream };
+        let io = Replayed { start, position: 0, inner: stream, failed: None };
         return run(io, protocol, handler, timeouts, signals).await;
     };
     // The TLS handshake and a TLS connection's state live in boxes of their
@@ -357,7 +365,7 @@ pub async fn serve<M, F, Fut>(
         return;
     }
     let handler = make(ClientConnection::new(peer, true, certificate));
-    let io = Replayed { start, position: 0, inner: stream };
+    let io = Replayed { start, position: 0, inner: stream, failed: None };
     Box::pin(run(io, protocol, handler, timeouts, signals)).await;
 }
 
@@ -470,7 +478,7 @@ mod tests {
     #[tokio::test]
     async fn replayed_bytes_and_what_followed_come_in_one_read() -> io::Result<()> {
         let head = b"POST /mcp HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n";
-        let mut io = Replayed { start: head[..24].to_vec(), position: 0, inner: &head[24..] };
+        let mut io = Replayed { start: head[..24].to_vec(), position: 0, inner: &head[24..], failed: None };
         let mut buffer = [0u8; 8192];
         let read = io.read(&mut buffer).await?;
         assert_eq!(&buffer[..read], head, "one read, so hyper parses the head without growing its buffer");
@@ -481,7 +489,7 @@ mod tests {
     #[tokio::test]
     async fn replayed_bytes_keep_their_order_through_small_reads() -> io::Result<()> {
         let text = b"GET /mcp HTTP/1.1\r\nhost: a\r\n\r\n";
-        let mut io = Replayed { start: text[..24].to_vec(), position: 0, inner: &text[24..] };
+        let mut io = Replayed { start: text[..24].to_vec(), position: 0, inner: &text[24..], failed: None };
         let mut all = Vec::new();
         let mut buffer = [0u8; 5];
         loop {
@@ -493,5 +501,36 @@ mod tests {
         }
         assert_eq!(all, text);
         Ok(())
+    }
+
+    /// A stream that fails once, then says nothing more (ends), as a TLS
+    /// stream may after a bad record.
+    struct FailsOnce(bool);
+
+    impl AsyncRead for FailsOnce {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "bad record")))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_after_the_replayed_bytes_is_not_lost() {
+        let mut io = Replayed {
+            start: b"GET / HTTP/1.1\r\n".to_vec(),
+            position: 0,
+            inner: FailsOnce(false),
+            failed: None,
+        };
+        let mut buffer = [0u8; 64];
+        assert_eq!(io.read(&mut buffer).await.ok(), Some(16), "the replayed bytes first");
+        let error = io.read(&mut buffer).await.err().map(|e| e.kind());
+        assert_eq!(error, Some(io::ErrorKind::InvalidData), "then the stream's error");
     }
 }

@@ -47,15 +47,35 @@ pub(crate) fn install(writer: QueuedWriter, format: LogFormat) {
 /// Writes the line for `entry`, if the filter lets `toolgate::access`
 /// lines through.
 pub fn write(entry: &Entry<'_>) {
-    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+    if !enabled() {
         return;
     }
-    let Some(sink) = SINK.get() else {
-        return through_tracing(entry);
-    };
-    let mut line = sink.writer.line(256);
-    format(line.buffer(), entry, sink.format, SystemTime::now());
-    // Queued for the writer when `line` drops.
+    let now = SystemTime::now();
+    // A clock before 1970 or past 9999 is written as the subscriber writes it.
+    let ordinary = now.duration_since(UNIX_EPOCH).is_ok_and(|since| since.as_secs() < LAST_ORDINARY_SECOND);
+    match SINK.get() {
+        Some(sink) if ordinary => {
+            let mut line = sink.writer.line(256);
+            format(line.buffer(), entry, sink.format, now);
+            // Queued for the writer when `line` drops.
+        }
+        _ => through_tracing(entry),
+    }
+}
+
+/// 9999-12-31T23:59:59Z: later times need more than four digits of year.
+const LAST_ORDINARY_SECOND: u64 = 253_402_300_800;
+
+/// Whether the filter lets the line through: asked of an event with the
+/// line's own fields, so that a directive naming fields decides as it
+/// would for the line itself.
+fn enabled() -> bool {
+    tracing::enabled!(
+        kind: tracing::metadata::Kind::EVENT,
+        target: TARGET,
+        tracing::Level::INFO,
+        { message, peer, method, path, rpc, status, refusal, bytes, outcome, duration_ms }
+    )
 }
 
 fn through_tracing(entry: &Entry<'_>) {
@@ -378,6 +398,47 @@ mod tests {
     }
 
     #[test]
+    fn the_filter_decides_as_it_would_for_the_line_itself() {
+        let entry = Entry {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            method: "POST",
+            path: "/mcp",
+            rpc: "tools/call",
+            status: 200,
+            refusal: "",
+            bytes: 1,
+            outcome: "complete",
+            duration: Duration::from_micros(1),
+        };
+        let filters = [
+            ("info", true),
+            ("warn", false),
+            ("info,toolgate::access=off", false),
+            ("warn,toolgate::access=info", true),
+            ("info,[{error}]=off", true),
+            ("warn,[{error}]=info", false),
+            ("warn,[{status}]=info", true),
+            ("info,toolgate::access[{outcome}]=off", false),
+        ];
+        for (filter, expected) in filters {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            let asked = tracing::subscriber::with_default(subscriber, || {
+                through_tracing(&entry);
+                enabled()
+            });
+            let written = !captured.0.lock().unwrap().is_empty();
+            assert_eq!(written, expected, "{filter}: the line itself");
+            assert_eq!(asked, written, "{filter}: asked before writing");
+        }
+    }
+
+    #[test]
     fn dates_agree_with_counting_days_one_by_one() {
         let (mut year, mut month, mut day) = (1970, 1, 1);
         for days in 0..(500 * 366) {
@@ -410,5 +471,7 @@ mod tests {
         assert_eq!(line(951_868_799, 999_999), "2000-02-29T23:59:59.999999Z");
         assert_eq!(line(1_795_331_072, 958_038), "2026-11-22T07:04:32.958038Z");
         assert_eq!(line(4_107_542_400, 7), "2100-03-01T00:00:00.000007Z");
+        assert_eq!(line(LAST_ORDINARY_SECOND - 1, 0), "9999-12-31T23:59:59.000000Z");
+        assert_eq!(line(LAST_ORDINARY_SECOND, 0)[..5], *"0000-", "past it, four digits no longer suffice");
     }
 }

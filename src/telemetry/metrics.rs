@@ -307,7 +307,6 @@ impl Metrics {
     }
 }
 
-/// The label for a JSON-RPC method: its own name when MCP defines it,
 /// A request's counter, by registry, HTTP method and JSON-RPC method (the
 /// addresses and lengths of their `'static` labels: one label may have
 /// several addresses, each of which names it alone) and status.
@@ -325,6 +324,7 @@ thread_local! {
         const { RefCell::new(Vec::new()) };
 }
 
+/// The label for a JSON-RPC method: its own name when MCP defines it,
 /// `other` otherwise.
 pub fn rpc_method_label(method: &str) -> &'static str {
     const KNOWN: &[&str] = &[

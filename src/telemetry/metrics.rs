@@ -183,30 +183,32 @@ impl Metrics {
     /// Counts one decision on a call (`action` `call`).
     pub fn decision(&self, server: &str, kind: ListKind, allowed: bool) {
         let slot = kind as usize * 2 + usize::from(allowed);
-        let counter = DECISIONS.with_borrow_mut(|cache| {
-            let by_server = match cache.iter().position(|(id, _)| *id == self.id) {
-                Some(at) => &mut cache[at].1,
-                None => &mut cache.push_mut((self.id, HashMap::new())).1,
+        DECISIONS.with_borrow_mut(|cache| {
+            let at = match cache.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    cache.push((self.id, HashMap::new()));
+                    cache.len() - 1
+                }
             };
+            let by_server = &mut cache[at].1;
             if !by_server.contains_key(server) {
                 by_server.insert(server.to_owned(), Default::default());
             }
-            let slots = by_server.get_mut(server)?;
-            let counter = slots[slot].get_or_insert_with(|| {
-                let outcome = if allowed { "allowed" } else { "denied" };
-                let labels = DecisionLabels {
-                    virtual_server: server.to_owned(),
-                    kind: kind.as_str(),
-                    action: "call",
-                    outcome,
-                };
-                self.decisions.get_or_create_owned(&labels)
-            });
-            Some(counter.clone())
+            let Some(slots) = by_server.get_mut(server) else { return };
+            slots[slot]
+                .get_or_insert_with(|| {
+                    let outcome = if allowed { "allowed" } else { "denied" };
+                    let labels = DecisionLabels {
+                        virtual_server: server.to_owned(),
+                        kind: kind.as_str(),
+                        action: "call",
+                        outcome,
+                    };
+                    self.decisions.get_or_create_owned(&labels)
+                })
+                .inc();
         });
-        if let Some(counter) = counter {
-            counter.inc();
-        }
     }
 
     /// Adds a whole list's decisions at once.

@@ -7,6 +7,7 @@
 //! happen before this point, in the pipeline.
 
 use super::exchange::{End, Ending};
+use super::pool::{self, Connector, Pool, PooledBody, SendError};
 use super::refusal::{Refusal, code};
 use crate::connection::ClientConnection;
 use crate::identity::{self, Identity, Principal};
@@ -16,114 +17,62 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// The pooled clients every request to the upstream goes through: one for
-/// `http://`, and one for `https://` built from the running policy's TLS
-/// configuration (replaced, with its pool, when a reload changes it).
+/// The connection pool every request to the upstream goes through, for
+/// the running policy's upstream origin and TLS configuration (replaced,
+/// with its connections, when a reload changes either).
+#[derive(Default)]
 pub struct UpstreamClient {
-    plain: Client<TimedConnector<HttpConnector>, Full<Bytes>>,
-    tls: arc_swap::ArcSwapOption<TlsClient>,
-    /// The running policy's `upstream.connect_timeout`, in milliseconds.
-    connect_timeout: Arc<AtomicU64>,
+    current: arc_swap::ArcSwapOption<Current>,
 }
 
-struct TlsClient {
+struct Current {
+    /// The TLS configuration's fingerprint (empty for `http://`).
     fingerprint: String,
-    client: Client<TimedConnector<HttpsConnector>, Full<Bytes>>,
-}
-
-impl Default for UpstreamClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Connecting to the upstream (the TLS handshake included) takes at most
-/// `upstream.connect_timeout`, read when each connection is made, so that
-/// a reload changes it.
-#[derive(Clone)]
-struct TimedConnector<C> {
-    inner: C,
-    timeout_ms: Arc<AtomicU64>,
-}
-
-/// The upstream could not be connected to in time.
-#[derive(Debug, thiserror::Error)]
-#[error("connecting took longer than {0} ms")]
-struct ConnectTimeout(u64);
-
-impl<C> tower_service::Service<Uri> for TimedConnector<C>
-where
-    C: tower_service::Service<Uri>,
-    C::Future: Send + 'static,
-    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = C::Response;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let millis = self.timeout_ms.load(Ordering::Relaxed);
-        Box::pin(async move {
-            match tokio::time::timeout(Duration::from_millis(millis), connecting).await {
-                Ok(connected) => connected.map_err(Into::into),
-                Err(_) => Err(ConnectTimeout(millis).into()),
-            }
-        })
-    }
-}
-
-fn tcp_connector(enforce_http: bool) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.enforce_http(enforce_http);
-    connector
+    pool: Arc<Pool>,
 }
 
 impl UpstreamClient {
     pub fn new() -> Self {
-        let connect_timeout = Arc::new(AtomicU64::new(5_000));
-        let connector = TimedConnector { inner: tcp_connector(true), timeout_ms: connect_timeout.clone() };
-        let plain =
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Self { plain, tls: Default::default(), connect_timeout }
+        Self::default()
     }
 
-    /// The `https://` client for the running policy's TLS configuration.
-    fn tls_client(&self, tls: &UpstreamTls) -> Arc<TlsClient> {
-        if let Some(current) = self.tls.load_full()
-            && current.fingerprint == tls.fingerprint
+    /// The pool for the running policy's upstream.
+    fn pool(&self, upstream: &Upstream) -> Result<Arc<Pool>, Refusal> {
+        let fingerprint = upstream.tls.as_ref().map_or("", |tls| tls.fingerprint.as_str());
+        if let Some(current) = self.current.load().as_ref()
+            && current.fingerprint == fingerprint
+            && current.pool.origin().authority() == Some(&upstream.authority)
+            && current.pool.origin().scheme_str() == Some(upstream.scheme())
         {
-            return current;
+            return Ok(current.pool.clone());
         }
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls.config).clone())
-            .https_only()
-            .enable_all_versions()
-            .wrap_connector(tcp_connector(false));
-        let connector = TimedConnector { inner: https, timeout_ms: self.connect_timeout.clone() };
-        let client =
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        let built = Arc::new(TlsClient { fingerprint: tls.fingerprint.clone(), client });
-        self.tls.store(Some(built.clone()));
-        built
+        let origin = Uri::builder()
+            .scheme(upstream.scheme())
+            .authority(upstream.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    code::INTERNAL_ERROR,
+                    "upstream_unavailable",
+                    "The upstream url cannot be connected to",
+                )
+            })?;
+        let connector = match &upstream.tls {
+            None => Connector::Plain(pool::tcp_connector(true)),
+            Some(tls) => Connector::Tls(tls_connector(tls)),
+        };
+        let pool = Pool::new(origin, connector);
+        self.current
+            .store(Some(Arc::new(Current { fingerprint: fingerprint.to_owned(), pool: pool.clone() })));
+        Ok(pool)
     }
 
     /// Sends the request and returns the upstream's response head with a
@@ -137,12 +86,9 @@ impl UpstreamClient {
         response_timeout: Duration,
         ending: &Ending,
     ) -> Result<Response<UpstreamBody>, Refusal> {
-        self.connect_timeout.store(upstream.connect_timeout.as_millis() as u64, Ordering::Relaxed);
-        let sending = match &upstream.tls {
-            None => self.plain.request(request),
-            Some(tls) => self.tls_client(tls).client.request(request),
-        };
-        let response = match tokio::time::timeout(response_timeout, sending).await {
+        let pool = self.pool(upstream)?;
+        let sending = pool.send(request, upstream.connect_timeout);
+        let (response, lease) = match tokio::time::timeout(response_timeout, sending).await {
             Err(_) => {
                 tracing::warn!(upstream = %upstream.authority, timeout_ms = response_timeout.as_millis() as u64, "upstream did not answer in time");
                 return Err(Refusal::new(
@@ -157,7 +103,7 @@ impl UpstreamClient {
             }
             Ok(Err(error)) => {
                 tracing::warn!(upstream = %upstream.authority, error = %error_chain(&error), "upstream request failed");
-                let message = if caused_by::<ConnectTimeout>(&error) {
+                let message = if matches!(error, SendError::ConnectTimeout(_)) {
                     format!(
                         "The upstream MCP server could not be reached within {} ms",
                         upstream.connect_timeout.as_millis()
@@ -174,12 +120,23 @@ impl UpstreamClient {
                     message,
                 ));
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(answer)) => answer,
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, UpstreamBody { inner: body, done: false, ending: ending.clone() }))
+        let inner = PooledBody::new(body, lease);
+        Ok(Response::from_parts(parts, UpstreamBody { inner, done: false, ending: ending.clone() }))
     }
+}
+
+fn tls_connector(
+    tls: &UpstreamTls,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls.config).clone())
+        .https_only()
+        .enable_all_versions()
+        .wrap_connector(pool::tcp_connector(false))
 }
 
 /// What went wrong in the TLS handshake with the upstream, if that failed:
@@ -214,18 +171,6 @@ fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<&'static str
         };
     }
     None
-}
-
-/// Whether `E` is in the chain of causes of `error`.
-fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        if current.is::<E>() {
-            return true;
-        }
-        cause = current.source();
-    }
-    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -368,7 +313,7 @@ pub fn upstream_request(
 /// `Content-Length` that ends short is still detected by the client, because
 /// hyper will not terminate a length-delimited response early.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: PooledBody,
     done: bool,
     ending: Ending,
 }

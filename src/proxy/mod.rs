@@ -19,6 +19,7 @@ pub mod forward;
 pub mod guard;
 pub mod inspect;
 mod live;
+mod pool;
 pub mod refusal;
 pub mod session;
 

@@ -1,7 +1,8 @@
 //! The upstream connection pool: a connection serves exchange after
 //! exchange whatever the kind of answer (it comes back when the answer has
 //! been read to its end), one the upstream closed while idle is not used,
-//! and a request the upstream has read is never sent a second time.
+//! a request the upstream has read is never sent a second time, and over
+//! HTTP/2 one client's many slow exchanges leave room for everyone else's.
 
 mod common;
 
@@ -26,6 +27,10 @@ fn chunked(body: &str) -> Vec<u8> {
     format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).into_bytes()
 }
 
+fn with_trailer(body: &str) -> Vec<u8> {
+    format!("{:x}\r\n{body}\r\n0\r\nx-checksum: 1\r\n\r\n", body.len()).into_bytes()
+}
+
 #[tokio::test]
 async fn one_connection_serves_every_kind_of_answer_in_turn() -> TestResult {
     let sse = format!("event: message\ndata: {RESULT}\n\n");
@@ -37,6 +42,12 @@ async fn one_connection_serves_every_kind_of_answer_in_turn() -> TestResult {
         ("a JSON answer", kept_alive_answer(json, RESULT.as_bytes()), CALL, StatusCode::OK),
         ("SSE with a length", kept_alive_answer(stream, sse.as_bytes()), CALL, StatusCode::OK),
         ("chunked SSE", kept_alive_answer(chunked_stream, &chunked(&sse)), CALL, StatusCode::OK),
+        (
+            "chunked SSE with trailers",
+            kept_alive_answer(&format!("{chunked_stream}\ntrailer: x-checksum"), &with_trailer(&sse)),
+            CALL,
+            StatusCode::OK,
+        ),
         ("a JSON list, filtered", kept_alive_answer(json, TOOLS.as_bytes()), LIST, StatusCode::OK),
         (
             "a chunked SSE list, filtered",
@@ -102,6 +113,102 @@ async fn a_request_the_upstream_read_is_never_sent_twice() -> TestResult {
     // The proxy goes on serving: the next request gets a new connection.
     assert_eq!(post(gate.addr, &[V0618], CALL).await.status, StatusCode::OK);
     assert_eq!(upstream.connections(), 2);
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_exchanges_that_fill_an_http2_connection_do_not_hold_up_others() -> TestResult {
+    use common::tls::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // An HTTP/2 upstream (hyper: 200 streams per connection) that holds
+    // `slow` calls until released and answers the others at once.
+    let ca = Ca::new("upstream CA");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let counted = seen.clone();
+    let upstream = serve_https(
+        &ca.server(&["localhost"]),
+        None,
+        move |request: http::Request<hyper::body::Incoming>| {
+            let (seen, mut released) = (counted.clone(), released.clone());
+            async move {
+                use http_body_util::BodyExt;
+                let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                seen.fetch_add(1, Ordering::SeqCst);
+                if String::from_utf8_lossy(&body).contains("slow") {
+                    let _ = released.wait_for(|go| *go).await;
+                }
+                let mut answer = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(RESULT)));
+                answer
+                    .headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static("application/json"));
+                answer
+            }
+        },
+    )
+    .await;
+    let dir = scratch_dir();
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    let text = format!(
+        "version: 1\nupstream:\n  url: https://localhost:{}/mcp\n  response_timeout: 30s\n  tls:\n    ca_file: ca.pem\ntransport:\n  allowed_hosts: [localhost, 127.0.0.1]\n{ECHO_ONLY}",
+        upstream.port()
+    );
+    std::fs::write(dir.join("policy.yaml"), text)?;
+    let gate = start_gate_with_file(&dir.join("policy.yaml")).await;
+
+    // 210 slow calls: more than one upstream connection can carry.
+    let slow = CALL.replace("\"arguments\":{}", "\"arguments\":{\"mode\":\"slow\"}");
+    let calls: Vec<_> = (0..210)
+        .map(|_| {
+            let slow = slow.clone();
+            tokio::spawn(async move { post(gate.addr, &[V0618], &slow).await.status })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen.load(Ordering::SeqCst) < 210 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        210,
+        "slow calls queued inside toolgate instead of reaching the upstream"
+    );
+    // Another client's call is answered while they are all still held.
+    let quick =
+        tokio::time::timeout(std::time::Duration::from_secs(10), post(gate.addr, &[V0618], CALL)).await?;
+    assert_eq!(quick.status, StatusCode::OK, "{}", quick.text());
+    let _ = release.send(true);
+    for call in calls {
+        assert_eq!(call.await?, StatusCode::OK);
+    }
+    gate.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reload_to_another_upstream_sends_there_and_keeps_both_pools_warm() -> TestResult {
+    let reply = kept_alive_answer("HTTP/1.1 200 OK\ncontent-type: application/json", RESULT.as_bytes());
+    let (a, b) = (
+        start_kept_alive_upstream(reply.clone(), usize::MAX, Then::Serve).await,
+        start_kept_alive_upstream(reply, usize::MAX, Then::Serve).await,
+    );
+    let gate = start_gate(&policy(a.addr, "", ECHO_ONLY)).await;
+    let mut wanted = generation(gate.admin).await;
+    for (round, upstream) in [&a, &b, &a, &b].into_iter().enumerate() {
+        if round > 0 {
+            std::fs::write(&gate.policy_file, policy(upstream.addr, "", ECHO_ONLY))?;
+            wanted += 1;
+            until_generation(gate.admin, wanted).await?;
+        }
+        let before = upstream.requests();
+        assert_eq!(post(gate.addr, &[V0618], CALL).await.status, StatusCode::OK, "round {round}");
+        assert_eq!(upstream.requests(), before + 1, "round {round}: the call went elsewhere");
+    }
+    // Going back and forth (requests admitted before a reload still on
+    // their way) does not throw either pool's connections away.
+    assert_eq!((a.connections(), b.connections()), (1, 1));
     gate.shutdown().await;
     Ok(())
 }

@@ -25,10 +25,13 @@ use std::time::Duration;
 
 /// The connection pool every request to the upstream goes through, for
 /// the running policy's upstream origin and TLS configuration (replaced,
-/// with its connections, when a reload changes either).
+/// with its connections, when a reload changes either). The pool before
+/// stays usable too: requests admitted under the policy before a reload
+/// are still on their way, and must not make the two replace each other.
 #[derive(Default)]
 pub struct UpstreamClient {
     current: arc_swap::ArcSwapOption<Current>,
+    previous: arc_swap::ArcSwapOption<Current>,
 }
 
 struct Current {
@@ -45,12 +48,17 @@ impl UpstreamClient {
     /// The pool for the running policy's upstream.
     fn pool(&self, upstream: &Upstream) -> Result<Arc<Pool>, Refusal> {
         let fingerprint = upstream.tls.as_ref().map_or("", |tls| tls.fingerprint.as_str());
-        if let Some(current) = self.current.load().as_ref()
-            && current.fingerprint == fingerprint
-            && current.pool.origin().authority() == Some(&upstream.authority)
-            && current.pool.origin().scheme_str() == Some(upstream.scheme())
-        {
-            return Ok(current.pool.clone());
+        let serves = |slot: &Current| {
+            slot.fingerprint == fingerprint
+                && slot.pool.origin().authority() == Some(&upstream.authority)
+                && slot.pool.origin().scheme_str() == Some(upstream.scheme())
+        };
+        for slot in [&self.current, &self.previous] {
+            if let Some(found) = slot.load().as_ref()
+                && serves(found)
+            {
+                return Ok(found.pool.clone());
+            }
         }
         let origin = Uri::builder()
             .scheme(upstream.scheme())
@@ -70,8 +78,10 @@ impl UpstreamClient {
             Some(tls) => Connector::Tls(tls_connector(tls)),
         };
         let pool = Pool::new(origin, connector);
-        self.current
-            .store(Some(Arc::new(Current { fingerprint: fingerprint.to_owned(), pool: pool.clone() })));
+        let replaced = self
+            .current
+            .swap(Some(Arc::new(Current { fingerprint: fingerprint.to_owned(), pool: pool.clone() })));
+        self.previous.store(replaced);
         Ok(pool)
     }
 
@@ -139,6 +149,8 @@ fn tls_connector(
         .wrap_connector(pool::tcp_connector(false))
 }
 
+const ALERT: &str = "it sent a TLS alert (a client certificate it needs? upstream.tls.cert_file)";
+
 /// What went wrong in the TLS handshake with the upstream, if that failed:
 /// said to the client, since it is the deployment's to fix (a certificate
 /// for another name, an unknown CA) and names nothing secret.
@@ -158,11 +170,17 @@ fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<&'static str
                     "its certificate has expired"
                 }
                 rustls::Error::InvalidCertificate(_) => "its certificate is not acceptable",
-                rustls::Error::AlertReceived(_) => {
-                    "it sent a TLS alert (a client certificate it needs? upstream.tls.cert_file)"
-                }
+                rustls::Error::AlertReceived(_) => ALERT,
                 _ => "the TLS handshake failed",
             });
+        }
+        // HTTP/2 passes an I/O error on as its text alone: an alert after
+        // the handshake (TLS 1.3 refuses a client certificate that way)
+        // is known by rustls's wording.
+        if current.downcast_ref::<std::io::Error>().is_some()
+            && current.to_string().starts_with("received fatal alert")
+        {
+            return Some(ALERT);
         }
         // An io::Error's `source` skips the error it wraps: look inside.
         cause = match current.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
@@ -275,6 +293,9 @@ pub fn upstream_request(
     }
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::CONTENT_ENCODING);
+    // The body is here whole: nothing for the upstream to wait to be asked
+    // for, and one way less for the two ends to disagree on what was sent.
+    headers.remove(header::EXPECT);
     if method == http::Method::POST {
         // The body was judged as UTF-8 JSON; no upstream may decode it as
         // anything else (a charset parameter would make Express transcode).
@@ -421,6 +442,7 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("gw.example.com"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         headers.insert("last-event-id", HeaderValue::from_static("7"));
+        headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = http::Method::GET;
         parts.uri = "/mcp?x=1".parse()?;
@@ -441,6 +463,7 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "gw.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["last-event-id"], "7");
+        assert!(!h.contains_key(header::EXPECT), "the body is read whole: nothing to expect");
         Ok(())
     }
 }

@@ -1,15 +1,20 @@
 //! The upstream connection pool: kept-alive HTTP/1.1 connections lent to
-//! one exchange at a time, or one HTTP/2 connection (over TLS, where the
-//! upstream offers `h2` by ALPN) that every exchange shares.
+//! one exchange at a time, or (over TLS, where the upstream offers `h2` by
+//! ALPN) a few HTTP/2 connections that exchanges share.
 //!
 //! - An HTTP/1.1 connection is lent with the request and comes back when
 //!   the answer's body has been read to its end. An answer dropped before
 //!   its end (a client gone, a timeout) takes its connection with it: hyper
 //!   closes a connection whose exchange was cut off.
+//! - An HTTP/2 connection carries at most [`H2_STREAMS`] exchanges (the
+//!   usual limit servers set); past that another is opened, up to
+//!   [`H2_CONNECTIONS`], so one client's long streams cannot leave everyone
+//!   else queued behind a full connection. One request at a time opens
+//!   them. They are pinged while open, so a silently dropped one is found.
 //! - A request that a kept-alive connection could not even start to send
 //!   (the upstream closed it while idle) is sent again on the next one, as
-//!   hyper's own pooled client does; a request already written is never
-//!   sent twice.
+//!   hyper's own pooled client does; a request the upstream may have read
+//!   is never sent twice.
 //! - Idle connections are bounded in number and in age.
 //!
 //! This replaces hyper-util's general client for the one upstream a policy
@@ -23,19 +28,29 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Body = Full<Bytes>;
 
-/// How long a connection may sit idle before it is closed.
+/// How long a connection may sit idle before it is closed (it is closed
+/// within half as long again, by the reaper).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// At most this many idle connections are kept; more are closed.
+/// At most this many idle HTTP/1.1 connections are kept; more are closed.
 const MAX_IDLE: usize = 1024;
+/// Exchanges in flight on one HTTP/2 connection, at most.
+pub const H2_STREAMS: usize = 100;
+/// HTTP/2 connections to the upstream, at most; past them, exchanges wait
+/// on the least busy one.
+pub const H2_CONNECTIONS: usize = 8;
+/// How long a kept-alive HTTP/1.1 connection may take to be ready for the
+/// next request (still sending an earlier request's body, or closing)
+/// before another is used.
+const READY_WAIT: Duration = Duration::from_secs(1);
 
 /// How connections to the upstream are made.
 pub enum Connector {
@@ -49,10 +64,14 @@ pub struct Pool {
     connector: Connector,
     /// Idle HTTP/1.1 connections, the most recently returned at the back.
     idle: Mutex<VecDeque<Idle>>,
-    /// The shared HTTP/2 connection, once the upstream has offered one.
-    shared: Mutex<Option<http2::SendRequest<Body>>>,
-    /// Whether `shared` was ever set: HTTP/1.1 upstreams never lock it.
-    has_shared: AtomicBool,
+    /// The HTTP/2 connections, once the upstream has offered HTTP/2.
+    shared: Mutex<Vec<Arc<Shared>>>,
+    /// Whether the upstream has spoken HTTP/2 (HTTP/1.1 upstreams never
+    /// lock `shared`).
+    speaks_h2: AtomicBool,
+    /// Whether a TLS connection has told the upstream's protocol.
+    learned: AtomicBool,
+    connecting: tokio::sync::Mutex<()>,
 }
 
 struct Idle {
@@ -60,21 +79,58 @@ struct Idle {
     since: Instant,
 }
 
-enum Sender {
-    H1(http1::SendRequest<Body>),
-    H2(http2::SendRequest<Body>),
+/// One HTTP/2 connection and the exchanges on it.
+struct Shared {
+    sender: http2::SendRequest<Body>,
+    in_flight: AtomicUsize,
+    /// When it last had no exchange in flight, in ms since `epoch`.
+    idle_since: AtomicU64,
+    epoch: Instant,
 }
 
-/// An HTTP/1.1 connection lent to one exchange.
-pub struct Lease {
-    pool: Arc<Pool>,
-    sender: http1::SendRequest<Body>,
+impl Shared {
+    fn expired(&self) -> bool {
+        self.sender.is_closed()
+            || (self.in_flight.load(Ordering::Acquire) == 0
+                && (self.epoch.elapsed().as_millis() as u64)
+                    .saturating_sub(self.idle_since.load(Ordering::Relaxed))
+                    >= IDLE_TIMEOUT.as_millis() as u64)
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(Arc<Shared>),
+}
+
+/// A connection lent to one exchange: an HTTP/1.1 connection, or a stream
+/// of an HTTP/2 one.
+pub enum Lease {
+    H1 {
+        pool: Arc<Pool>,
+        sender: http1::SendRequest<Body>,
+    },
+    /// Held only to be dropped: the stream is uncounted then.
+    H2(#[allow(dead_code)] H2Stream),
+}
+
+/// A counted exchange on an HTTP/2 connection; uncounted when dropped.
+pub struct H2Stream(Arc<Shared>);
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_since.store(self.0.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Lease {
     /// The answer was read to its end: the connection may serve another.
-    pub fn release(self) {
-        self.pool.put(self.sender);
+    fn release(self) {
+        if let Lease::H1 { pool, sender } = self {
+            pool.put(sender);
+        }
     }
 }
 
@@ -106,7 +162,9 @@ impl Pool {
             connector,
             idle: Mutex::default(),
             shared: Mutex::default(),
-            has_shared: AtomicBool::new(false),
+            speaks_h2: AtomicBool::new(false),
+            learned: AtomicBool::new(false),
+            connecting: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&pool);
         tokio::spawn(reap(weak));
@@ -119,44 +177,41 @@ impl Pool {
 
     /// Sends `request` (absolute-form URI, `Host` set) and returns the
     /// answer's head, with the lease to give back when its body has been
-    /// read to the end (none for HTTP/2, whose connection is shared).
+    /// read to the end.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<Body>,
         connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
         let absolute = request.uri().clone();
         loop {
             let (sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
                 // Boxed: connecting (a TLS handshake) is rare, and would
                 // otherwise make every exchange's future kilobytes larger.
-                None => (Box::pin(self.connect(connect_timeout)).await?, false),
+                None => Box::pin(self.connect(connect_timeout)).await?,
             };
             let failed = match sender {
                 Sender::H1(mut sender) => {
-                    if let Err(error) = sender.ready().await {
-                        if reused {
-                            continue;
+                    if reused {
+                        match tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                            Ok(Ok(())) => {}
+                            // Closed, or busy too long: it goes, another serves.
+                            Ok(Err(_)) | Err(_) => continue,
                         }
-                        return Err(SendError::Handshake(error));
                     }
                     *request.uri_mut() = origin_form(&absolute);
                     match sender.try_send_request(request).await {
-                        Ok(response) => {
-                            return Ok((response, Some(Lease { pool: self.clone(), sender })));
-                        }
+                        Ok(response) => return Ok((response, Lease::H1 { pool: self.clone(), sender })),
                         Err(failed) => failed,
                     }
                 }
-                Sender::H2(mut sender) => {
+                Sender::H2(shared) => {
                     *request.uri_mut() = absolute.clone();
-                    match sender.try_send_request(request).await {
-                        Ok(response) => return Ok((response, None)),
-                        Err(failed) => {
-                            self.forget_shared(&sender);
-                            failed
-                        }
+                    let stream = H2Stream(shared);
+                    match stream.0.sender.clone().try_send_request(request).await {
+                        Ok(response) => return Ok((response, Lease::H2(stream))),
+                        Err(failed) => failed,
                     }
                 }
             };
@@ -171,22 +226,40 @@ impl Pool {
         }
     }
 
-    /// The shared HTTP/2 connection if there is one, else the most recently
-    /// returned idle connection that is still open.
+    /// An HTTP/2 connection with room for another exchange, else the most
+    /// recently returned idle HTTP/1.1 connection that is still open (a
+    /// ready one among the last few first).
     fn checkout(&self) -> Option<Sender> {
-        if self.has_shared.load(Ordering::Relaxed)
-            && let Some(shared) = lock(&self.shared).as_ref()
-            && !shared.is_closed()
+        if self.speaks_h2.load(Ordering::Relaxed)
+            && let Some(shared) = self.h2_checkout()
         {
-            return Some(Sender::H2(shared.clone()));
+            return Some(Sender::H2(shared));
         }
         let mut idle = lock(&self.idle);
-        while let Some(entry) = idle.pop_back() {
+        loop {
+            let len = idle.len();
+            let pick = (len.saturating_sub(4)..len).rev().find(|&at| idle[at].sender.is_ready());
+            let entry = idle.remove(pick.or(len.checked_sub(1))?)?;
             if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
                 return Some(Sender::H1(entry.sender));
             }
         }
-        None
+    }
+
+    /// An HTTP/2 connection with room for one more exchange (or, when no
+    /// more may be opened, the least busy one), counted in.
+    fn h2_checkout(&self) -> Option<Arc<Shared>> {
+        let mut shared = lock(&self.shared);
+        shared.retain(|connection| !connection.expired());
+        let chosen = match shared.iter().find(|c| c.in_flight.load(Ordering::Acquire) < H2_STREAMS) {
+            Some(open) => open.clone(),
+            None if shared.len() >= H2_CONNECTIONS => {
+                shared.iter().min_by_key(|c| c.in_flight.load(Ordering::Acquire))?.clone()
+            }
+            None => return None,
+        };
+        chosen.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(chosen)
     }
 
     fn put(&self, sender: http1::SendRequest<Body>) {
@@ -201,23 +274,32 @@ impl Pool {
         idle.push_back(Idle { sender, since: Instant::now() });
     }
 
-    fn forget_shared(&self, failed: &http2::SendRequest<Body>) {
-        let mut shared = lock(&self.shared);
-        if shared.as_ref().is_some_and(|current| current.is_closed() || failed.is_closed()) {
-            *shared = None;
-        }
-    }
-
     /// Closes connections idle for longer than the idle timeout, and forgets
     /// closed ones.
     fn expire(&self) {
-        let mut idle = lock(&self.idle);
-        idle.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+        lock(&self.idle).retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+        lock(&self.shared).retain(|connection| !connection.expired());
     }
 
     /// A new connection, set up within `timeout` (the TLS handshake
-    /// included).
-    async fn connect(&self, timeout: Duration) -> Result<Sender, SendError> {
+    /// included); or, when another request connected meanwhile, what it
+    /// made (then `true`: a connection already in use). Over TLS, one
+    /// request at a time connects until the upstream's protocol is known,
+    /// and always if it is HTTP/2, so that a burst of requests makes one
+    /// connection rather than a handshake each.
+    async fn connect(&self, timeout: Duration) -> Result<(Sender, bool), SendError> {
+        let tls = matches!(self.connector, Connector::Tls(_));
+        if !tls || (self.learned.load(Ordering::Relaxed) && !self.speaks_h2.load(Ordering::Relaxed)) {
+            return Ok((self.connect_now(timeout).await?, false));
+        }
+        let _turn = self.connecting.lock().await;
+        if let Some(sender) = self.checkout() {
+            return Ok((sender, true));
+        }
+        Ok((self.connect_now(timeout).await?, false))
+    }
+
+    async fn connect_now(&self, timeout: Duration) -> Result<Sender, SendError> {
         let millis = timeout.as_millis() as u64;
         let timed_out = |_| SendError::ConnectTimeout(millis);
         match &self.connector {
@@ -235,29 +317,50 @@ impl Pool {
                     .await
                     .map_err(timed_out)?
                     .map_err(SendError::Connect)?;
-                if io.connected().is_negotiated_h2() {
-                    let sender = http2_connection(io).await?;
-                    *lock(&self.shared) = Some(sender.clone());
-                    self.has_shared.store(true, Ordering::Relaxed);
-                    Ok(Sender::H2(sender))
-                } else {
-                    http1_connection(io).await
+                if !io.connected().is_negotiated_h2() {
+                    return http1_connection(io).await;
                 }
+                let sender = http2_connection(io).await?;
+                let epoch = Instant::now();
+                let shared = Arc::new(Shared {
+                    sender,
+                    in_flight: AtomicUsize::new(1),
+                    idle_since: AtomicU64::new(0),
+                    epoch,
+                });
+                let mut list = lock(&self.shared);
+                if list.len() >= H2_CONNECTIONS {
+                    // Opened past the bound (the upstream went from
+                    // HTTP/1.1 to HTTP/2 meanwhile): it serves this one
+                    // exchange and closes.
+                    return Ok(Sender::H2(shared));
+                }
+                list.push(shared.clone());
+                self.speaks_h2.store(true, Ordering::Relaxed);
+                Ok(Sender::H2(shared))
             }
         }
     }
 }
 
+/// Spawns a connection's task; a failure before its first exchange is
+/// reported by what the task ended with, which says why (a TLS alert, a
+/// reset), where the request handle knows only that it closed.
 async fn http1_connection<T>(io: T) -> Result<Sender, SendError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, connection) = http1::handshake(io).await.map_err(SendError::Handshake)?;
+    let (mut sender, connection) = http1::handshake(io).await.map_err(SendError::Handshake)?;
+    let (ended, ended_with) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "upstream connection ended with an error");
+            let _ = ended.send(error);
         }
     });
+    if let Err(closed) = sender.ready().await {
+        return Err(SendError::Handshake(why_closed(ended_with, closed).await));
+    }
     Ok(Sender::H1(sender))
 }
 
@@ -265,15 +368,37 @@ async fn http2_connection<T>(io: T) -> Result<http2::SendRequest<Body>, SendErro
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, connection) =
-        http2::handshake(TokioExecutor::new(), io).await.map_err(SendError::Handshake)?;
+    let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(IDLE_TIMEOUT / 2)
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .handshake(io)
+        .await
+        .map_err(SendError::Handshake)?;
+    let (ended, ended_with) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "upstream connection ended with an error");
+            let _ = ended.send(error);
         }
     });
-    sender.ready().await.map_err(SendError::Handshake)?;
+    if let Err(closed) = sender.ready().await {
+        return Err(SendError::Handshake(why_closed(ended_with, closed).await));
+    }
     Ok(sender)
+}
+
+/// What a connection's task ended with, if it ended with an error soon;
+/// else the request handle's own error.
+async fn why_closed(
+    ended: tokio::sync::oneshot::Receiver<hyper::Error>,
+    closed: hyper::Error,
+) -> hyper::Error {
+    match tokio::time::timeout(Duration::from_secs(1), ended).await {
+        Ok(Ok(error)) => error,
+        _ => closed,
+    }
 }
 
 /// `/path?query` of an absolute URI, for an HTTP/1.1 request line.
@@ -295,32 +420,41 @@ async fn reap(pool: Weak<Pool>) {
     }
 }
 
-/// The plain connector, with `TCP_NODELAY` set.
+/// The plain connector: `TCP_NODELAY`, and TCP keep-alive so that a peer
+/// gone silently under a long stream is found.
 pub fn tcp_connector(enforce_http: bool) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    connector.set_keepalive(Some(IDLE_TIMEOUT));
     connector.enforce_http(enforce_http);
     connector
 }
 
 /// An answer's body, giving its connection back to the pool once it has
 /// been read to the end — when it says it has ended, since hyper stops
-/// polling a body whose length it knows to be reached.
+/// polling a body whose length it knows to be reached, or after trailers.
 pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
 }
 
 impl PooledBody {
-    pub fn new(inner: Incoming, lease: Option<Lease>) -> Self {
-        Self { inner, lease }
+    pub fn new(inner: Incoming, lease: Lease) -> Self {
+        let mut body = Self { inner, lease: Some(lease) };
+        // No body at all (a 202, a 204): the connection is free now.
+        body.release_if_ended();
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
     }
 
     fn release_if_ended(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some(lease) = self.lease.take()
-        {
-            lease.release();
+        if self.inner.is_end_stream() {
+            self.release();
         }
     }
 }
@@ -336,11 +470,9 @@ impl http_body::Body for PooledBody {
         use std::task::Poll;
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => {
-                if let Some(lease) = self.lease.take() {
-                    lease.release();
-                }
-            }
+            Poll::Ready(None) => self.release(),
+            // Trailers are the last frame.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => self.release(),
             Poll::Ready(Some(Ok(_))) => self.release_if_ended(),
             // A failed body leaves its connection unusable: it goes.
             Poll::Ready(Some(Err(_))) => self.lease = None,

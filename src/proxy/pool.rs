@@ -193,7 +193,8 @@ impl Pool {
             };
             let failed = match sender {
                 Sender::H1(mut sender) => {
-                    if reused {
+                    // Usually ready already: no timer then.
+                    if reused && !sender.is_ready() {
                         match tokio::time::timeout(READY_WAIT, sender.ready()).await {
                             Ok(Ok(())) => {}
                             // Closed, or busy too long: it goes, another serves.

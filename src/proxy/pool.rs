@@ -353,12 +353,7 @@ where
 {
     let (mut sender, connection) = http1::handshake(io).await.map_err(SendError::Handshake)?;
     let (ended, ended_with) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "upstream connection ended with an error");
-            let _ = ended.send(error);
-        }
-    });
+    drive(connection, ended);
     if let Err(closed) = sender.ready().await {
         return Err(SendError::Handshake(why_closed(ended_with, closed).await));
     }
@@ -378,16 +373,25 @@ where
         .await
         .map_err(SendError::Handshake)?;
     let (ended, ended_with) = tokio::sync::oneshot::channel();
+    drive(connection, ended);
+    if let Err(closed) = sender.ready().await {
+        return Err(SendError::Handshake(why_closed(ended_with, closed).await));
+    }
+    Ok(sender)
+}
+
+/// Spawns the task that drives a connection, telling `ended` what it ended
+/// with if that was an error.
+fn drive<F>(connection: F, ended: tokio::sync::oneshot::Sender<hyper::Error>)
+where
+    F: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "upstream connection ended with an error");
             let _ = ended.send(error);
         }
     });
-    if let Err(closed) = sender.ready().await {
-        return Err(SendError::Handshake(why_closed(ended_with, closed).await));
-    }
-    Ok(sender)
 }
 
 /// What a connection's task ended with, if it ended with an error soon;

@@ -47,6 +47,9 @@ pub const H2_STREAMS: usize = 100;
 /// HTTP/2 connections to the upstream, at most; past them, exchanges wait
 /// on the least busy one.
 pub const H2_CONNECTIONS: usize = 8;
+/// Kept-alive connections a request that none of them could start to send
+/// is tried on, before a new connection is made for it.
+const MAX_RESENDS: usize = 2;
 /// How long a kept-alive HTTP/1.1 connection may take to be ready for the
 /// next request (still sending an earlier request's body, or closing)
 /// before another is used.
@@ -184,12 +187,19 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let absolute = request.uri().clone();
+        let mut resent = 0;
         loop {
-            let (sender, reused) = match self.checkout() {
-                Some(sender) => (sender, true),
-                // Boxed: connecting (a TLS handshake) is rare, and would
-                // otherwise make every exchange's future kilobytes larger.
-                None => Box::pin(self.connect(connect_timeout)).await?,
+            // Boxed: connecting (a TLS handshake) is rare, and would
+            // otherwise make every exchange's future kilobytes larger.
+            let (sender, reused) = if resent >= MAX_RESENDS {
+                // Kept-alive connections failed to take it twice: a new
+                // one, whose failure ends the loop.
+                (Box::pin(self.connect_now(connect_timeout)).await?, false)
+            } else {
+                match self.checkout() {
+                    Some(sender) => (sender, true),
+                    None => Box::pin(self.connect(connect_timeout)).await?,
+                }
             };
             let failed = match sender {
                 Sender::H1(mut sender) => {
@@ -219,6 +229,7 @@ impl Pool {
             let mut failed = failed;
             match failed.take_message() {
                 Some(unsent) if reused => {
+                    resent += 1;
                     tracing::debug!(error = %failed.error(), "a kept-alive upstream connection closed before the request was sent; sending it on another");
                     request = unsent;
                 }

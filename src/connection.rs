@@ -324,7 +324,7 @@ pub async fn serve<M, F, Fut>(
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let deadline = tokio::time::Instant::now() + timeouts.handshake;
-    let Some(Tls { config, client_ca, metrics }) = tls else {
+    let Some(tls) = tls else {
         let Ok(Ok((protocol, start))) = tokio::time::timeout_at(deadline, detect(&mut stream)).await else {
             return;
         };
@@ -332,8 +332,24 @@ pub async fn serve<M, F, Fut>(
         let io = Replayed { start, position: 0, inner: stream, failed: None };
         return run(io, protocol, handler, timeouts, signals).await;
     };
-    // The TLS handshake and a TLS connection's state live in boxes of their
-    // own, so that every plaintext connection's task is not sized for them.
+    // A TLS connection's handshake and state live in a box of their own, so
+    // that every plaintext connection's task is not sized for them.
+    Box::pin(serve_tls(stream, peer, tls, deadline, make, timeouts, signals)).await;
+}
+
+async fn serve_tls<M, F, Fut>(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    Tls { config, client_ca, metrics }: Tls,
+    deadline: tokio::time::Instant,
+    make: M,
+    timeouts: Timeouts,
+    signals: Signals,
+) where
+    M: FnOnce(ClientConnection) -> F,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
     let accepting = Box::pin(tokio_rustls::TlsAcceptor::from(config).accept(stream));
     let mut stream = match tokio::time::timeout_at(deadline, accepting).await {
         Ok(Ok(stream)) => stream,
@@ -366,7 +382,7 @@ pub async fn serve<M, F, Fut>(
     }
     let handler = make(ClientConnection::new(peer, true, certificate));
     let io = Replayed { start, position: 0, inner: stream, failed: None };
-    Box::pin(run(io, protocol, handler, timeouts, signals)).await;
+    run(io, protocol, handler, timeouts, signals).await;
 }
 
 async fn run<S, F, Fut>(io: S, protocol: Protocol, handler: F, timeouts: Timeouts, signals: Signals)
@@ -380,7 +396,12 @@ where
     let handler = Arc::new(handler);
     let service = service_fn(move |request| {
         let in_flight = InFlight::begin(&tracker);
-        let answer = handler(request);
+        // Boxed: hyper keeps a box sized for this service's future for the
+        // connection's whole life. The pipeline's future is several KiB, and
+        // awaited from this block it would be held twice: every open
+        // connection, idle or streaming, would pay that. Boxed, it is
+        // allocated per request and freed when the answer's head is out.
+        let answer = Box::pin(handler(request));
         async move {
             let response = answer.await?;
             Ok::<_, Infallible>(
@@ -393,7 +414,7 @@ where
         Protocol::Http1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(timeouts.idle);
-            let connection = builder.serve_connection(io, service);
+            let connection = std::pin::pin!(builder.serve_connection(io, service));
             drive(connection, |c| c.graceful_shutdown(), &activity, timeouts.idle, signals).await;
         }
         Protocol::Http2 => {
@@ -405,7 +426,7 @@ where
                 .keep_alive_timeout(Duration::from_secs(20));
             // Boxed: an HTTP/2 connection's state is several times an
             // HTTP/1.1 one's, and each HTTP/1.1 task would be sized for it.
-            let connection = Box::pin(builder.serve_connection(io, service));
+            let connection = std::pin::pin!(Box::pin(builder.serve_connection(io, service)));
             drive(
                 connection,
                 |c| c.get_mut().as_mut().graceful_shutdown(),
@@ -426,8 +447,10 @@ fn tick(idle: Duration) -> Duration {
 /// Runs a connection to its end: closed gracefully when idle (sooner under
 /// pressure) or when the server drains, and outright when its client has
 /// stalled or a graceful close cannot finish.
+/// The connection is pinned by the caller: an `async fn` holds a parameter
+/// it pins apart from the pinned copy, and this one is most of the task.
 async fn drive<C>(
-    connection: C,
+    mut connection: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
     activity: &Activity,
     idle: Duration,
@@ -435,7 +458,6 @@ async fn drive<C>(
 ) where
     C: Future<Output = Result<(), hyper::Error>>,
 {
-    tokio::pin!(connection);
     let mut closing: Option<Instant> = None;
     // A signal whose sender is gone has nothing more to say.
     let (mut drain_open, mut pressure_open) = (true, true);

@@ -30,8 +30,11 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -395,14 +398,34 @@ where
 /// with if that was an error.
 fn drive<F>(connection: F, ended: tokio::sync::oneshot::Sender<hyper::Error>)
 where
-    F: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+    F: Future<Output = hyper::Result<()>> + Unpin + Send + 'static,
 {
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
+    tokio::spawn(Driven { connection, ended: Some(ended) });
+}
+
+/// A connection's task. A future of its own, not an `async` block: a block
+/// would hold the connection twice (as captured, and as awaited), and this
+/// task lives as long as the connection.
+struct Driven<F> {
+    connection: F,
+    ended: Option<tokio::sync::oneshot::Sender<hyper::Error>>,
+}
+
+impl<F: Future<Output = hyper::Result<()>> + Unpin> Future for Driven<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Poll::Ready(result) = Pin::new(&mut self.connection).poll(cx) else {
+            return Poll::Pending;
+        };
+        if let Err(error) = result {
             tracing::debug!(%error, "upstream connection ended with an error");
-            let _ = ended.send(error);
+            if let Some(ended) = self.ended.take() {
+                let _ = ended.send(error);
+            }
         }
-    });
+        Poll::Ready(())
+    }
 }
 
 /// What a connection's task ended with, if it ended with an error soon;

@@ -148,13 +148,8 @@ impl UpstreamDoc {
         if self.connect_timeout.0.is_zero() || self.response_timeout.0.is_zero() {
             return Err(invalid_at(path, &self.url, "upstream timeouts must be greater than zero"));
         }
-        Ok(Upstream {
-            tls,
-            authority,
-            path: uri.path().to_owned(),
-            connect_timeout: self.connect_timeout.0,
-            response_timeout: self.response_timeout.0,
-        })
+        Upstream::new(tls, authority, uri.path().to_owned(), self.connect_timeout.0, self.response_timeout.0)
+            .map_err(|message| invalid_at(path, &self.url, message))
     }
 }
 

@@ -43,10 +43,15 @@ pub fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> SingleHeader<'a>
 /// wildcards and `q=0`. A missing `Accept` admits nothing: MCP requires
 /// clients to list what they accept.
 pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
-    let Some((want_type, _)) = media.split_once('/') else {
-        return false;
-    };
-    let mut best: Option<bool> = None;
+    accepts_each(headers, [media]) == [true]
+}
+
+/// [`accepts`] for several media types, reading the headers once.
+pub fn accepts_each<const N: usize>(headers: &HeaderMap, media: [&str; N]) -> [bool; N] {
+    // Per media type: decided by a range naming it exactly, else the best
+    // of the wildcard ranges that match it.
+    let mut exact: [Option<bool>; N] = [None; N];
+    let mut best: [Option<bool>; N] = [None; N];
     for value in headers.get_all(http::header::ACCEPT) {
         let Ok(value) = value.to_str() else { continue };
         for range in value.split(',') {
@@ -58,20 +63,25 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
                     && p[..2].eq_ignore_ascii_case("q=")
                     && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
             });
-            let matches = range_media.eq_ignore_ascii_case(media)
-                || range_media == "*/*"
-                || range_media.strip_suffix("/*").is_some_and(|t| t.eq_ignore_ascii_case(want_type));
-            if !matches {
-                continue;
+            for (i, media) in media.iter().enumerate() {
+                if exact[i].is_some() {
+                    continue;
+                }
+                // An exact range decides over a wildcard, e.g. `*/*, text/event-stream;q=0`.
+                if range_media.eq_ignore_ascii_case(media) {
+                    exact[i] = Some(!refused);
+                    continue;
+                }
+                let want_type = media.split_once('/').map_or("", |(t, _)| t);
+                let matches = range_media == "*/*"
+                    || range_media.strip_suffix("/*").is_some_and(|t| t.eq_ignore_ascii_case(want_type));
+                if matches {
+                    best[i] = Some(best[i].unwrap_or(false) || !refused);
+                }
             }
-            // An exact range decides over a wildcard, e.g. `*/*, text/event-stream;q=0`.
-            if range_media.eq_ignore_ascii_case(media) {
-                return !refused;
-            }
-            best = Some(best.unwrap_or(false) || !refused);
         }
     }
-    best.unwrap_or(false)
+    std::array::from_fn(|i| media[i].contains('/') && exact[i].or(best[i]).unwrap_or(false))
 }
 
 /// Why a `Content-Type` cannot be read with certainty.
@@ -275,6 +285,20 @@ mod tests {
             }
         }
         map
+    }
+
+    #[test]
+    fn accept_ranges_judged_together_stay_apart() {
+        let both = [JSON, EVENT_STREAM];
+        let h = headers(&[("accept", "*/*, text/event-stream;q=0")]);
+        assert_eq!(accepts_each(&h, both), [true, false]);
+        let h = headers(&[("accept", "application/json;q=0, */*")]);
+        assert_eq!(accepts_each(&h, both), [false, true]);
+        let h = headers(&[("accept", "text/*"), ("accept", "application/json")]);
+        assert_eq!(accepts_each(&h, both), [true, true]);
+        let h = headers(&[("accept", "application/*;q=0, text/event-stream")]);
+        assert_eq!(accepts_each(&h, both), [false, true]);
+        assert_eq!(accepts_each(&headers(&[]), both), [false, false]);
     }
 
     #[test]

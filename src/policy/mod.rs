@@ -85,6 +85,10 @@ pub struct Upstream {
     /// How long to wait for the upstream's response head, connecting
     /// included (a virtual server or a tool pattern may say otherwise).
     pub response_timeout: Duration,
+    /// `scheme://authority/path`: where a request without a query goes.
+    pub target: http::Uri,
+    /// The `Host` every forwarded request carries.
+    pub host: http::HeaderValue,
 }
 
 /// TLS on the proxy listener: the configuration new connections take,
@@ -120,6 +124,27 @@ impl std::fmt::Debug for UpstreamTls {
 }
 
 impl Upstream {
+    /// An upstream at `authority` and `path`, with what every request to
+    /// it carries worked out once.
+    pub fn new(
+        tls: Option<UpstreamTls>,
+        authority: Authority,
+        path: String,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, String> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let target = http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query(path.as_str())
+            .build()
+            .map_err(|error| format!("the upstream's URL cannot be used: {error}"))?;
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| "the upstream's authority cannot be a Host header".to_owned())?;
+        Ok(Self { tls, authority, path, connect_timeout, response_timeout, target, host })
+    }
+
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }

@@ -254,16 +254,15 @@ pub fn upstream_request(
 ) -> Result<Request<Full<Bytes>>, Refusal> {
     let http::request::Parts { method, uri, mut headers, .. } = parts;
     let uri = &uri;
-    let path_and_query = match uri.query() {
-        Some(query) => format!("{}?{query}", upstream.path),
-        None => upstream.path.clone(),
+    let target = match uri.query() {
+        None => upstream.target.clone(),
+        Some(query) => Uri::builder()
+            .scheme(upstream.scheme())
+            .authority(upstream.authority.clone())
+            .path_and_query(format!("{}?{query}", upstream.path))
+            .build()
+            .map_err(|_| Refusal::bad_request("invalid_uri", "The request's query cannot be forwarded"))?,
     };
-    let target = Uri::builder()
-        .scheme(upstream.scheme())
-        .authority(upstream.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| Refusal::bad_request("invalid_uri", "The request's query cannot be forwarded"))?;
 
     let client_host = super::guard::authority(uri, &headers)
         .ok()
@@ -308,9 +307,7 @@ pub fn upstream_request(
     for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
         headers.remove(name);
     }
-    if let Ok(value) = HeaderValue::from_str(upstream.authority.as_str()) {
-        headers.insert(header::HOST, value);
-    }
+    headers.insert(header::HOST, upstream.host.clone());
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     let proto = if client.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -431,13 +428,8 @@ mod tests {
 
     #[test]
     fn forwarded_headers_replace_client_claims() -> Result<(), Box<dyn std::error::Error>> {
-        let upstream = Upstream {
-            tls: None,
-            authority: "10.0.0.1:8080".parse()?,
-            path: "/mcp".into(),
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
-        };
+        let second = Duration::from_secs(1);
+        let upstream = Upstream::new(None, "10.0.0.1:8080".parse()?, "/mcp".into(), second, second)?;
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("gw.example.com"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));

@@ -62,7 +62,7 @@ pub fn origin(headers: &HeaderMap, transport: &Transport) -> Result<(), Refusal>
 /// MCP transports: a POST's `Accept` must list both `application/json` and
 /// `text/event-stream`.
 pub fn post_accept(headers: &HeaderMap) -> Result<(), Refusal> {
-    if headers::accepts(headers, headers::JSON) && headers::accepts(headers, headers::EVENT_STREAM) {
+    if headers::accepts_each(headers, [headers::JSON, headers::EVENT_STREAM]) == [true, true] {
         Ok(())
     } else {
         Err(Refusal::new(

@@ -138,6 +138,14 @@ impl UpstreamDoc {
         let Some(authority) = uri.authority().cloned() else {
             return Err(invalid_at(path, &self.url, "upstream url needs a host"));
         };
+        if authority.as_str().contains('@') {
+            // `user:password@host` would be sent as the upstream's Host.
+            return Err(invalid_at(
+                path,
+                &self.url,
+                "upstream url must not carry credentials (user:password@)",
+            ));
+        }
         if let Some(old) = &self.timeout {
             return Err(invalid_at(
                 path,

@@ -447,6 +447,7 @@ fn tick(idle: Duration) -> Duration {
 /// Runs a connection to its end: closed gracefully when idle (sooner under
 /// pressure) or when the server drains, and outright when its client has
 /// stalled or a graceful close cannot finish.
+///
 /// The connection is pinned by the caller: an `async fn` holds a parameter
 /// it pins apart from the pinned copy, and this one is most of the task.
 async fn drive<C>(

@@ -318,3 +318,85 @@ async fn unreadable_list_shapes_are_withheld() -> TestResult {
     }
     Ok(())
 }
+
+/// A body written in pieces with a pause between them, so that each
+/// arrives as a read of its own; with `length`, a `Content-Length` too.
+struct Pieces {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    length: Option<u64>,
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|piece| piece.map(|bytes| Ok(http_body::Frame::data(bytes))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.length.map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
+    }
+}
+
+async fn piecewise_upstream(body: String, declared: bool) -> std::net::SocketAddr {
+    serve_http(move |_request: http::Request<hyper::body::Incoming>| {
+        let body = body.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let length = declared.then_some(body.len() as u64);
+            tokio::spawn(async move {
+                for piece in body.as_bytes().chunks(700) {
+                    if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            });
+            let mut response = http::Response::new(Pieces { rx, length });
+            response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+            response
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_json_list_arriving_in_pieces_is_filtered_whole() -> TestResult {
+    let tools: Vec<Value> = (0..120)
+        .map(|i| {
+            let name = if i % 3 == 0 { format!("user_{i}_admin") } else { format!("search_{i}") };
+            json!({ "name": name, "description": "a tool ".repeat(8) })
+        })
+        .collect();
+    let list =
+        json!({ "jsonrpc": "2.0", "id": 7, "result": { "tools": tools, "nextCursor": "n" } }).to_string();
+    let request = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+    for declared in [true, false] {
+        let gate = start_gate(&policy(piecewise_upstream(list.clone(), declared).await, "", SERVERS)).await;
+        let reply = post(gate.addr, &[("mcp-protocol-version", "2025-06-18")], request).await;
+        assert_eq!(reply.status, StatusCode::OK, "Content-Length {declared}: {}", reply.text());
+        let names: Vec<String> = reply.json()["result"]["tools"]
+            .as_array()
+            .map(|tools| tools.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let expected: Vec<String> = (0..120).filter(|i| i % 3 != 0).map(|i| format!("search_{i}")).collect();
+        assert_eq!(names, expected, "Content-Length {declared}");
+        assert_eq!(reply.json()["result"]["nextCursor"], "n");
+        gate.shutdown().await;
+
+        // The same list over a 4 KiB limit: withheld, whether its length
+        // was declared up front or only found as it arrived.
+        let upstream = piecewise_upstream(list.clone(), declared).await;
+        let gate = start_gate(&policy(upstream, "  max_list_result: 4KiB", SERVERS)).await;
+        let reply = post(gate.addr, &[("mcp-protocol-version", "2025-06-18")], request).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "Content-Length {declared}");
+        assert_eq!(reply.json()["id"], 7);
+        assert!(!reply.text().contains("_admin"));
+        gate.shutdown().await;
+    }
+    Ok(())
+}

@@ -98,7 +98,7 @@ pub fn filter(text: &[u8], keep: &mut Keep<'_>, removed: &mut Vec<Removed>) -> R
         let message = message(&mut scanner, keep, removed)?;
         scanner.end()?;
         return Ok(match message {
-            Some(members) => Outcome::Rewritten(write_message(&members, text.len())),
+            Some(members) => Outcome::Rewritten(write_message(&members)),
             None => Outcome::Unchanged,
         });
     }
@@ -113,7 +113,7 @@ pub fn filter(text: &[u8], keep: &mut Keep<'_>, removed: &mut Vec<Removed>) -> R
         match message(&mut scanner, keep, removed)? {
             Some(members) => {
                 changed = true;
-                parts.push(Cow::Owned(write_message(&members, scanner.mark() - start)));
+                parts.push(Cow::Owned(write_message(&members)));
             }
             None => parts.push(Cow::Borrowed(scanner.since(start))),
         }
@@ -122,7 +122,9 @@ pub fn filter(text: &[u8], keep: &mut Keep<'_>, removed: &mut Vec<Removed>) -> R
     if !changed {
         return Ok(Outcome::Unchanged);
     }
-    Ok(Outcome::Rewritten(write_list(&parts, text.len())))
+    let mut out = Vec::with_capacity(list_length(&parts));
+    write_list(&mut out, &parts);
+    Ok(Outcome::Rewritten(out))
 }
 
 /// Keys seen in one object, to refuse duplicates: a short list while the
@@ -197,9 +199,9 @@ fn folded(key: &str, name: &str) -> Unfilterable {
 enum Slot<'a> {
     Raw(&'a [u8]),
     Result(Vec<(Cow<'a, str>, Slot<'a>)>),
-    /// A list member of `result`: its bytes, and the list rewritten when
-    /// an item had to go.
-    List(&'a [u8], Option<Vec<u8>>),
+    /// A list member of `result`: its bytes, and the items kept when an
+    /// item had to go.
+    List(&'a [u8], Option<Vec<&'a [u8]>>),
 }
 
 type Members<'a> = Vec<(Cow<'a, str>, Slot<'a>)>;
@@ -262,18 +264,18 @@ fn result<'a>(
 
 /// Reads a list, deciding on each item; the list rewritten, or `None`
 /// when every item stays.
-fn list(
-    scanner: &mut Scanner<'_>,
+fn list<'a>(
+    scanner: &mut Scanner<'a>,
     index: usize,
     keep: &mut Keep<'_>,
     removed: &mut Vec<Removed>,
-) -> Result<Option<Vec<u8>>, Unfilterable> {
+) -> Result<Option<Vec<&'a [u8]>>, Unfilterable> {
     let (member, kind, name_key) = LIST_MEMBERS[index];
     if scanner.peek() != Some(b'[') {
         return Err(Unfilterable(format!("`{member}` is not an array")));
     }
     scanner.begin_array()?;
-    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut kept: Vec<&'a [u8]> = Vec::new();
     let (mut count, mut first) = (0usize, true);
     // One set of keys for every item in turn.
     let mut seen = Seen::default();
@@ -291,8 +293,7 @@ fn list(
     if kept.len() == count {
         return Ok(None);
     }
-    let length = kept.iter().map(|item| item.len() + 1).sum::<usize>() + 1;
-    Ok(Some(write_list(&kept, length)))
+    Ok(Some(kept))
 }
 
 /// Reads one list item, an object, for its name.
@@ -322,11 +323,28 @@ fn item_name<'a>(
 }
 
 /// A message rebuilt from its members: keys as JSON strings, values as
-/// their bytes, rewritten lists in place of the originals.
-fn write_message(members: &Members<'_>, length: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(length);
+/// their bytes, kept items in place of the lists they came in. Written
+/// once, into a buffer sized for it.
+fn write_message(members: &Members<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(members_length(members));
     write_members(&mut out, members);
     out
+}
+
+/// The length of `members` written, keys counted as they are when they
+/// need no escapes (the buffer grows for the rare key that does).
+fn members_length(members: &Members<'_>) -> usize {
+    2 + members
+        .iter()
+        .map(|(key, slot)| {
+            let value = match slot {
+                Slot::Raw(bytes) | Slot::List(bytes, None) => bytes.len(),
+                Slot::List(_, Some(items)) => list_length(items),
+                Slot::Result(members) => members_length(members),
+            };
+            key.len() + 4 + value
+        })
+        .sum::<usize>()
 }
 
 fn write_members(out: &mut Vec<u8>, members: &Members<'_>) {
@@ -342,16 +360,20 @@ fn write_members(out: &mut Vec<u8>, members: &Members<'_>) {
         out.push(b':');
         match slot {
             Slot::Raw(bytes) | Slot::List(bytes, None) => out.extend_from_slice(bytes),
-            Slot::List(_, Some(list)) => out.extend_from_slice(list),
+            Slot::List(_, Some(items)) => write_list(out, items),
             Slot::Result(members) => write_members(out, members),
         }
     }
     out.push(b'}');
 }
 
-/// `[a,b,…]` of the given parts.
-fn write_list<T: AsRef<[u8]>>(parts: &[T], length: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(length);
+/// The length of `[a,b,…]` of the given parts.
+fn list_length<T: AsRef<[u8]>>(parts: &[T]) -> usize {
+    2 + parts.iter().map(|part| part.as_ref().len() + 1).sum::<usize>()
+}
+
+/// Writes `[a,b,…]` of the given parts.
+fn write_list<T: AsRef<[u8]>>(out: &mut Vec<u8>, parts: &[T]) {
     out.push(b'[');
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -360,7 +382,6 @@ fn write_list<T: AsRef<[u8]>>(parts: &[T], length: usize) -> Vec<u8> {
         out.extend_from_slice(part.as_ref());
     }
     out.push(b']');
-    out
 }
 
 #[cfg(test)]

@@ -349,15 +349,49 @@ impl UpstreamBody {
     /// Reads the whole body, up to `limit` bytes. A body cut short (the
     /// connection closed before its `Content-Length` or last chunk) is an
     /// error here, never a shorter body.
+    ///
+    /// A body that comes in one piece is kept as it came. A longer one is
+    /// copied piece by piece into one buffer, sized from its
+    /// `Content-Length` (up to [`PRESIZE_MAX`]), and each piece is let go
+    /// at once: the connection's read buffer is then free to be reused for
+    /// the next read instead of a new one being allocated.
     pub async fn read_whole(self, limit: usize) -> Result<Bytes, ReadError> {
         use http_body_util::BodyExt;
-        match http_body_util::Limited::new(self.inner, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-            Err(error) => Err(ReadError::Aborted(error_chain(&*error))),
+        let mut inner = self.inner;
+        let declared = inner.size_hint().exact();
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ReadError::TooLarge);
         }
+        let (mut first, mut rest): (Option<Bytes>, Option<Vec<u8>>) = (None, None);
+        let mut length = 0usize;
+        while let Some(frame) = inner.frame().await {
+            let frame = frame.map_err(|error| ReadError::Aborted(error_chain(&error)))?;
+            let Ok(data) = frame.into_data() else { continue };
+            length += data.len();
+            if length > limit {
+                return Err(ReadError::TooLarge);
+            }
+            match (&mut rest, first.take()) {
+                (Some(whole), _) => whole.extend_from_slice(&data),
+                (None, None) => first = Some(data),
+                (None, Some(earlier)) => {
+                    let presize = declared.map_or(0, |declared| declared.min(PRESIZE_MAX as u64) as usize);
+                    let mut whole = Vec::with_capacity(presize.max(length));
+                    whole.extend_from_slice(&earlier);
+                    whole.extend_from_slice(&data);
+                    rest = Some(whole);
+                }
+            }
+        }
+        Ok(match (rest, first) {
+            (Some(whole), _) => Bytes::from(whole),
+            (None, first) => first.unwrap_or_default(),
+        })
     }
 }
+
+/// The most a body's `Content-Length` may reserve before its bytes arrive.
+const PRESIZE_MAX: usize = 1 << 20;
 
 impl Body for UpstreamBody {
     type Data = Bytes;

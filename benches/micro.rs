@@ -73,13 +73,13 @@ fn list_filter_json(bencher: Bencher, count: usize) {
     let view = server.view(&principal);
     let text = tools_list(count);
     bencher.counter(divan::counter::BytesCount::new(text.len())).bench(|| {
-        let mut removed = Vec::new();
-        list_filter::filter(
-            black_box(&text),
-            &mut |kind, name| view.decide(kind, name).is_allowed(),
-            &mut removed,
-        )
-        .map(|_| removed.len())
+        let mut removed = 0usize;
+        list_filter::filter(black_box(&text), &mut |kind, name| {
+            let allowed = view.allows(kind, name);
+            removed += usize::from(!allowed);
+            allowed
+        })
+        .map(|_| removed)
     });
 }
 
@@ -100,12 +100,7 @@ fn list_filter_sse(bencher: Bencher, count: usize) {
             splitter.push(chunk);
         }
         let Ok(Some(event)) = splitter.next_event() else { panic!("no event") };
-        let mut removed = Vec::new();
-        match list_filter::filter(
-            &event.data,
-            &mut |kind, name| view.decide(kind, name).is_allowed(),
-            &mut removed,
-        ) {
+        match list_filter::filter(&event.data, &mut |kind, name| view.allows(kind, name)) {
             Ok(list_filter::Outcome::Rewritten(data)) => event.with_data(&data).len(),
             Ok(list_filter::Outcome::Unchanged) => event.forwardable().len(),
             Err(error) => panic!("{}", error.0),

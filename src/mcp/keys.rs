@@ -50,9 +50,28 @@ fn fold(c: char) -> char {
 pub fn folds_to(key: &str, name: &str) -> bool {
     // Every character that folds onto ASCII is at most 3 bytes long, and a
     // snake_case name has at most one underscore per letter.
-    key.len() >= name.len()
-        && key.len() <= 4 * name.len()
-        && key.chars().filter(|c| *c != '_').map(fold).eq(name.chars().map(fold))
+    if key.len() < name.len() || key.len() > 4 * name.len() {
+        return false;
+    }
+    // Most keys part from the name at their first byte.
+    if let (Some(&k), Some(&n)) = (key.as_bytes().first(), name.as_bytes().first())
+        && k.is_ascii()
+        && n.is_ascii()
+        && k != b'_'
+        && !k.eq_ignore_ascii_case(&n)
+    {
+        return false;
+    }
+    if key.is_ascii() && name.is_ascii() {
+        // The same comparison for ASCII, where folding is ASCII case.
+        let mut wanted = name.bytes();
+        return key
+            .bytes()
+            .filter(|b| *b != b'_')
+            .all(|b| wanted.next().is_some_and(|w| w.eq_ignore_ascii_case(&b)))
+            && wanted.next().is_none();
+    }
+    key.chars().filter(|c| *c != '_').map(fold).eq(name.chars().map(fold))
 }
 
 /// Classifies `key` against `names`.
@@ -90,6 +109,25 @@ mod tests {
         let id = ["id"];
         assert_eq!(classify("ıd", &id), Member::Folded(0));
         assert_eq!(classify("İD", &id), Member::Folded(0));
+    }
+
+    #[test]
+    fn ascii_keys_fold_as_characters_do() {
+        let names = ["name", "uri", "resourceTemplates", "id", "a_b"];
+        let pieces = ["", "_", "n", "N", "a", "m", "e", "E", "__", "name", "uri", "URI", "id", "Id", "x"];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let key = format!("{a}{b}{c}");
+                    for name in names {
+                        let by_chars = key.len() >= name.len()
+                            && key.len() <= 4 * name.len()
+                            && key.chars().filter(|c| *c != '_').map(fold).eq(name.chars().map(fold));
+                        assert_eq!(folds_to(&key, name), by_chars, "{key} {name}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -78,24 +78,19 @@ impl From<SyntaxError> for Unfilterable {
     }
 }
 
-/// An item removed from a list, for the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Removed {
-    pub kind: ListKind,
-    pub name: String,
-}
-
 type Keep<'k> = dyn FnMut(ListKind, &str) -> bool + 'k;
 
 /// Filters every list result in `text`, keeping the items `keep` allows.
+/// `keep` is asked once about each item, in order, so it can count and
+/// note what goes.
 ///
 /// One pass over the text (see [`super::scan`]): the envelope's members,
 /// `result`'s members and each list item's members are read as keys and
 /// value spans, so a kept item is copied from the text, never read again.
-pub fn filter(text: &[u8], keep: &mut Keep<'_>, removed: &mut Vec<Removed>) -> Result<Outcome, Unfilterable> {
+pub fn filter(text: &[u8], keep: &mut Keep<'_>) -> Result<Outcome, Unfilterable> {
     let mut scanner = Scanner::new(text)?;
     if scanner.peek() != Some(b'[') {
-        let message = message(&mut scanner, keep, removed)?;
+        let message = message(&mut scanner, keep)?;
         scanner.end()?;
         return Ok(match message {
             Some(members) => Outcome::Rewritten(write_message(&members)),
@@ -110,7 +105,7 @@ pub fn filter(text: &[u8], keep: &mut Keep<'_>, removed: &mut Vec<Removed>) -> R
     while scanner.next_element(first)? {
         first = false;
         let start = scanner.mark();
-        match message(&mut scanner, keep, removed)? {
+        match message(&mut scanner, keep)? {
             Some(members) => {
                 changed = true;
                 parts.push(Cow::Owned(write_message(&members)));
@@ -208,11 +203,7 @@ type Members<'a> = Vec<(Cow<'a, str>, Slot<'a>)>;
 
 /// Reads one message (an object). Its members when a list in it was
 /// rewritten, `None` when it stays as it came.
-fn message<'a>(
-    scanner: &mut Scanner<'a>,
-    keep: &mut Keep<'_>,
-    removed: &mut Vec<Removed>,
-) -> Result<Option<Members<'a>>, Unfilterable> {
+fn message<'a>(scanner: &mut Scanner<'a>, keep: &mut Keep<'_>) -> Result<Option<Members<'a>>, Unfilterable> {
     if scanner.peek() != Some(b'{') {
         return Err(Unfilterable("a message is not a JSON object".into()));
     }
@@ -223,7 +214,7 @@ fn message<'a>(
     while let Some(key) = next_key(scanner, &mut seen)? {
         let slot = match keys::classify(&key, &["result"]) {
             Member::Exact(_) if scanner.peek() == Some(b'{') => {
-                let (members, rewritten) = result(scanner, keep, removed)?;
+                let (members, rewritten) = result(scanner, keep)?;
                 changed |= rewritten;
                 Slot::Result(members)
             }
@@ -237,11 +228,7 @@ fn message<'a>(
 
 /// Reads `result`, an object, filtering the lists in it; whether one of
 /// them was rewritten.
-fn result<'a>(
-    scanner: &mut Scanner<'a>,
-    keep: &mut Keep<'_>,
-    removed: &mut Vec<Removed>,
-) -> Result<(Members<'a>, bool), Unfilterable> {
+fn result<'a>(scanner: &mut Scanner<'a>, keep: &mut Keep<'_>) -> Result<(Members<'a>, bool), Unfilterable> {
     scanner.begin_object()?;
     let mut members: Members<'a> = Vec::new();
     let mut seen = Seen::default();
@@ -250,7 +237,7 @@ fn result<'a>(
         let slot = match keys::classify(&key, &LIST_MEMBER_NAMES) {
             Member::Exact(i) => {
                 let start = scanner.mark();
-                let filtered = list(scanner, i, keep, removed)?;
+                let filtered = list(scanner, i, keep)?;
                 changed |= filtered.is_some();
                 Slot::List(scanner.since(start), filtered)
             }
@@ -268,7 +255,6 @@ fn list<'a>(
     scanner: &mut Scanner<'a>,
     index: usize,
     keep: &mut Keep<'_>,
-    removed: &mut Vec<Removed>,
 ) -> Result<Option<Vec<&'a [u8]>>, Unfilterable> {
     let (member, kind, name_key) = LIST_MEMBERS[index];
     if scanner.peek() != Some(b'[') {
@@ -286,8 +272,6 @@ fn list<'a>(
         let name = item_name(scanner, &mut seen, member, name_key)?;
         if keep(kind, &name) {
             kept.push(scanner.since(start));
-        } else {
-            removed.push(Removed { kind, name: name.into_owned() });
         }
     }
     if kept.len() == count {
@@ -388,9 +372,15 @@ fn write_list<T: AsRef<[u8]>>(out: &mut Vec<u8>, parts: &[T]) {
 mod tests {
     use super::*;
 
-    fn run(text: &str, allowed: &[&str]) -> (Result<Outcome, Unfilterable>, Vec<Removed>) {
+    fn run(text: &str, allowed: &[&str]) -> (Result<Outcome, Unfilterable>, Vec<(ListKind, String)>) {
         let mut removed = Vec::new();
-        let outcome = filter(text.as_bytes(), &mut |_, name| allowed.contains(&name), &mut removed);
+        let outcome = filter(text.as_bytes(), &mut |kind, name| {
+            let keep = allowed.contains(&name);
+            if !keep {
+                removed.push((kind, name.to_owned()));
+            }
+            keep
+        });
         (outcome, removed)
     }
 
@@ -409,7 +399,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a","inputSchema":{"type":"object"}},{"name":"c","x":[1, 2]}],"nextCursor":"abc","_meta":{"k":1}}}"#
         );
         let (_, removed) = run(text, &["a", "c"]);
-        assert_eq!(removed, vec![Removed { kind: ListKind::Tool, name: "b".into() }]);
+        assert_eq!(removed, vec![(ListKind::Tool, "b".to_owned())]);
     }
 
     #[test]

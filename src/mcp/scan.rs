@@ -59,16 +59,21 @@ impl<'a> Scanner<'a> {
     }
 
     fn skip_whitespace(&mut self) {
-        let bytes = self.bytes();
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(self.pos) {
-            self.pos += 1;
-        }
+        self.peek();
     }
 
-    /// The next byte after white space, not consumed.
+    /// The next byte after white space, not consumed. Most values follow
+    /// no white space or one space, so the first byte is looked at first.
+    #[inline]
     pub fn peek(&mut self) -> Option<u8> {
-        self.skip_whitespace();
-        self.bytes().get(self.pos).copied()
+        let bytes = self.bytes();
+        loop {
+            match bytes.get(self.pos) {
+                Some(&byte) if byte > b' ' => return Some(byte),
+                Some(b' ' | b'\n' | b'\t' | b'\r') => self.pos += 1,
+                other => return other.copied(),
+            }
+        }
     }
 
     fn eat(&mut self, byte: u8, what: &'static str) -> Result<()> {

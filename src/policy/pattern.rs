@@ -230,6 +230,12 @@ impl PatternSet {
             .first()
             .and_then(|byte| self.by_first.binary_search_by_key(byte, |(b, _)| *b).ok())
             .map_or(&[][..], |at| &self.by_first[at].1[..]);
+        let tried = |index: &usize| self.globs.get(*index).filter(|glob| glob.matches(name));
+        // With one list of candidates empty, the other is the order.
+        if self.open.is_empty() || keyed.is_empty() {
+            let candidates = if self.open.is_empty() { keyed } else { &self.open[..] };
+            return candidates.iter().find_map(tried).map(|glob| &glob.source);
+        }
         // The candidates of both lists, in the order of the policy.
         let (mut keyed, mut open) = (keyed.iter().peekable(), self.open.iter().peekable());
         loop {

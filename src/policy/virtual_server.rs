@@ -308,21 +308,14 @@ impl View<'_> {
     }
 
     pub fn decide(&self, kind: ListKind, name: &str) -> Decision {
-        let limit = match kind {
-            ListKind::Tool | ListKind::Prompt => MAX_NAME,
-            ListKind::Resource | ListKind::ResourceTemplate => MAX_URI,
-        };
-        if name.len() > limit {
-            return Decision::Denied(Denial::TooLong { limit });
-        }
-        if name.chars().any(char::is_control) || name.trim() != name {
-            return Decision::Denied(Denial::MalformedName);
+        if let Some(denial) = malformed(kind, name) {
+            return Decision::Denied(denial);
         }
         if kind != ListKind::Resource {
-            return self.decide_text(kind, name, true);
+            return self.decide_text(kind, name, true).into();
         }
         // Allowed only if allowed as every upstream reads it.
-        let decision = self.decide_text(kind, name, true);
+        let decision: Decision = self.decide_text(kind, name, true).into();
         if !decision.is_allowed() {
             return decision;
         }
@@ -330,7 +323,7 @@ impl View<'_> {
             return Decision::Denied(Denial::AmbiguousUri);
         };
         for (reading, uri) in readings {
-            if let Decision::Denied(denial) = self.decide_text(kind, &uri, false) {
+            if let Decision::Denied(denial) = self.decide_text(kind, &uri, false).into() {
                 return Decision::Denied(Denial::ReadAs { reading, uri, denial: Box::new(denial) });
             }
         }
@@ -345,13 +338,23 @@ impl View<'_> {
         decision
     }
 
+    /// Whether `name` is allowed: [`Self::decide`]'s answer without
+    /// building the decision, for the list filter, which asks it of every
+    /// item.
+    pub fn allows(&self, kind: ListKind, name: &str) -> bool {
+        if kind == ListKind::Resource {
+            return self.decide(kind, name).is_allowed();
+        }
+        malformed(kind, name).is_none() && matches!(self.decide_text(kind, name, true), Found::Allowed(..))
+    }
+
     /// The decision for `name` as written. `as_sent`: the name as a caller
     /// sent it (not a reading derived from one). Where a deny list applies,
     /// such a name that is not plain ASCII needs an exact allow entry: a
     /// look-alike (`dеlete_all`, Cyrillic `е`) must not ride on a glob past
     /// `delete_*`. Without a deny list there is nothing to slip past, and a
     /// glob (`**` above all) allows any name.
-    fn decide_text(&self, kind: ListKind, name: &str, as_sent: bool) -> Decision {
+    fn decide_text(&self, kind: ListKind, name: &str, as_sent: bool) -> Found<'_> {
         let k = kind.index();
         let folded: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             name.to_ascii_lowercase().into()
@@ -361,25 +364,71 @@ impl View<'_> {
         let mut denies = false;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.deny[k].find(&folded) {
-                return Decision::Denied(Denial::DeniedBy { pattern: pattern.clone(), source });
+                return Found::Denied(Some((pattern, source)));
             }
             denies |= !grants.deny[k].is_empty();
         }
         let exact_needed = as_sent && denies && !name.is_ascii();
-        let mut glob_only: Option<Arc<str>> = None;
+        let mut glob_only: Option<&Arc<str>> = None;
         for (grants, source) in self.grants() {
             if let Some(pattern) = grants.allow[k].find(name) {
                 if !exact_needed || &**pattern == name {
-                    return Decision::Allowed { pattern: pattern.clone(), source };
+                    return Found::Allowed(pattern, source);
                 }
-                glob_only.get_or_insert_with(|| pattern.clone());
+                glob_only.get_or_insert(pattern);
             }
         }
-        Decision::Denied(match glob_only {
-            Some(pattern) => Denial::NeedsExactEntry { pattern },
-            None => Denial::NotAllowed,
-        })
+        match glob_only {
+            Some(pattern) => Found::NeedsExactEntry(pattern),
+            None => Found::Denied(None),
+        }
     }
+}
+
+/// A decision on a name as written, borrowing the pattern that made it.
+enum Found<'p> {
+    Allowed(&'p Arc<str>, Source),
+    /// By a deny pattern, or by no allow pattern (`None`).
+    Denied(Option<(&'p Arc<str>, Source)>),
+    NeedsExactEntry(&'p Arc<str>),
+}
+
+impl From<Found<'_>> for Decision {
+    fn from(found: Found<'_>) -> Self {
+        match found {
+            Found::Allowed(pattern, source) => Decision::Allowed { pattern: pattern.clone(), source },
+            Found::Denied(Some((pattern, source))) => {
+                Decision::Denied(Denial::DeniedBy { pattern: pattern.clone(), source })
+            }
+            Found::Denied(None) => Decision::Denied(Denial::NotAllowed),
+            Found::NeedsExactEntry(pattern) => {
+                Decision::Denied(Denial::NeedsExactEntry { pattern: pattern.clone() })
+            }
+        }
+    }
+}
+
+/// Why `name` is not one toolgate judges, if it is not: longer than names
+/// of its kind may be, or with control characters or surrounding white
+/// space.
+fn malformed(kind: ListKind, name: &str) -> Option<Denial> {
+    let limit = match kind {
+        ListKind::Tool | ListKind::Prompt => MAX_NAME,
+        ListKind::Resource | ListKind::ResourceTemplate => MAX_URI,
+    };
+    if name.len() > limit {
+        return Some(Denial::TooLong { limit });
+    }
+    let bad = if name.is_ascii() {
+        // The one ASCII white space that is not a control character.
+        let bytes = name.as_bytes();
+        bytes.iter().any(|&b| b < 0x20 || b == 0x7f)
+            || bytes.first() == Some(&b' ')
+            || bytes.last() == Some(&b' ')
+    } else {
+        name.chars().any(char::is_control) || name.trim() != name
+    };
+    bad.then_some(Denial::MalformedName)
 }
 
 #[cfg(test)]

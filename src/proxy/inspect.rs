@@ -25,9 +25,10 @@ use super::live;
 use super::{Gateway, PARSE_INLINE, ProxyBody};
 use crate::identity::{self, describe};
 use crate::mcp::headers::{self, SingleHeader};
-use crate::mcp::list_filter::{self, Outcome, Removed};
+use crate::mcp::list_filter::{self, Outcome};
 use crate::mcp::sse::{self, Splitter};
 use crate::policy::{ListKind, Policy, Principal};
+use crate::telemetry::audit::Removals;
 use crate::telemetry::{self, Metrics};
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode, header};
@@ -107,23 +108,20 @@ impl Judge {
         };
         let principal = readmitted.as_ref().unwrap_or(&self.principal);
         let view = server.view(principal);
-        let mut removed: Vec<Removed> = Vec::new();
+        let mut removed = Removals::default();
         let mut kept = [0u64; 4];
-        let outcome = list_filter::filter(
-            text,
-            &mut |kind, name| {
-                let allowed = view.decide(kind, name).is_allowed();
-                if allowed {
-                    kept[kind as usize] += 1;
-                }
-                allowed
-            },
-            &mut removed,
-        )
+        let outcome = list_filter::filter(text, &mut |kind, name| {
+            let allowed = view.allows(kind, name);
+            if allowed {
+                kept[kind as usize] += 1;
+            } else {
+                removed.note(kind, name);
+            }
+            allowed
+        })
         .map_err(|e| e.to_string())?;
         for kind in ListKind::ALL {
-            let denied = removed.iter().filter(|r| r.kind == kind).count() as u64;
-            self.metrics.list_decisions(&self.server, kind, kept[kind as usize], denied);
+            self.metrics.list_decisions(&self.server, kind, kept[kind as usize], removed.count(kind));
         }
         if !removed.is_empty() {
             telemetry::audit_list_filtered(&self.server, principal, &removed);

@@ -278,3 +278,63 @@ fn case_and_look_alikes_cannot_evade_deny() {
     };
     assert!(exact.view(&anon).decide(ListKind::Tool, "ünïcode").is_allowed());
 }
+
+#[test]
+fn allows_answers_as_decide_does() {
+    let vs = server();
+    let principals = [
+        Principal::anonymous(),
+        principal("alice", &["sre"]),
+        principal("mallory", &[]),
+        principal("bob", &[]),
+    ];
+    let mut names: Vec<String> = [
+        "status",
+        "search_web",
+        "user_admin",
+        "delete_all",
+        "Delete_All",
+        "dеlete_all",
+        "restart_db",
+        "",
+        " ",
+        "status ",
+        "\u{a0}status",
+        "status\u{85}",
+        "sta\u{7f}tus",
+        "file:///public/a/b.md",
+        "file:///etc/passwd",
+        "file:/etc/passwd",
+        "file:///public/%2e%2e/x",
+        "ſearch_x",
+    ]
+    .iter()
+    .map(|name| name.to_string())
+    .collect();
+    names.push("s".repeat(MAX_NAME + 1));
+    names.push(format!("file:///{}", "a".repeat(MAX_URI)));
+    for principal in &principals {
+        let view = vs.view(principal);
+        for kind in ListKind::ALL {
+            for name in &names {
+                assert_eq!(
+                    view.allows(kind, name),
+                    view.decide(kind, name).is_allowed(),
+                    "{kind:?} {name:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_names_are_found_as_the_unicode_definition_finds_them() {
+    let mut chars: Vec<char> = (0u32..0x3100).filter_map(char::from_u32).collect();
+    chars.extend(['\u{2028}', '\u{feff}', '\u{3000}', '\u{1680}']);
+    for c in chars {
+        for name in [format!("a{c}b"), format!("{c}ab"), format!("ab{c}"), c.to_string()] {
+            let expected = name.chars().any(char::is_control) || name.trim() != name;
+            assert_eq!(malformed(ListKind::Tool, &name).is_some(), expected, "{name:?}");
+        }
+    }
+}

@@ -10,7 +10,11 @@
 # nginx, on another port, is the reference plain proxy: `proxy_pass` with
 # a keepalive upstream pool, access log on. toolgate runs with a realistic
 # policy: JWT (ES256) authentication, a 50-pattern allowlist with globs
-# that keeps half the tools, list filtering, access log on. Each scenario
+# that keeps half the tools, list filtering, access log on. Lists are
+# measured twice: `list-json` as deployed (the same catalogue again is
+# answered from the memo of lists already filtered, `transport.list_memo`)
+# and `list-cold` with `list_memo: 0`, every answer filtered afresh, as a
+# catalogue that changes with every answer would be. Each scenario
 # is measured direct, through nginx and through toolgate, in alternating
 # rounds with wrk (1 thread); the table gives medians and ratios, which is
 # what means something on a shared, noisy machine. toolgate's CPU seconds
@@ -142,13 +146,13 @@ pids+=($!)
 
 # 50 patterns: exact names and globs, half of the catalogue kept.
 patterns=$(python3 -c 'print(", ".join(["\"read_*\""] + [f"\"audit_{i}_*\"" for i in range(24)] + [f"\"ping_{i}\"" for i in range(25)]))')
-start_gate() { # gate scenario log-filter -> port pid
+start_gate() { # gate scenario log-filter [transport setting] -> port pid
   local port; port=$(free_port)
   cat >"$work/policies/$1.yaml" <<YAML
 version: 1
 listen: { proxy: 127.0.0.1:$port, admin: 127.0.0.1:$(free_port), max_connections: 20000 }
 upstream: { url: $2 }
-transport: { allowed_hosts: [127.0.0.1] }
+transport: { allowed_hosts: [127.0.0.1]${4:+, $4} }
 identity:
   resource_metadata: { base_url: http://127.0.0.1 }
   jwt: [{ issuer: https://id.bench, algorithms: [ES256], jwks: { file: jwks.json } }]
@@ -160,14 +164,17 @@ YAML
   echo "$port $!"
 }
 # A gate per scenario, access log on (info, the default); one more for
-# JSON calls with the log at warn.
+# JSON calls with the log at warn, and one for lists that filters every
+# answer afresh (no memo of lists already filtered: a catalogue that
+# changes with every answer costs this).
 declare -A gate_port gate_pid
-gates="call-json:call-json:info call-sse:call-sse:info list-json:list-json:info call-json-quiet:call-json:warn"
+gates="call-json:call-json:info call-sse:call-sse:info list-json:list-json:info list-cold:list-json:info call-json-quiet:call-json:warn"
 for spec in $gates streams:-:info; do
   IFS=: read -r gate scenario filter <<<"$spec"
   upstream=http://127.0.0.1:$UP/$scenario
   [ "$gate" = streams ] && upstream=http://127.0.0.1:$STREAM_UP/mcp
-  read -r port pid < <(start_gate "$gate" "$upstream" "$filter")
+  extra=""; [ "$gate" = list-cold ] && extra="list_memo: 0"
+  read -r port pid < <(start_gate "$gate" "$upstream" "$filter" "$extra")
   gate_port[$gate]=$port; gate_pid[$gate]=$pid; pids+=("$pid")
 done
 for _ in $(seq 100); do
@@ -213,7 +220,8 @@ failed=0
 declare -A nginx_median
 rows=("call-json call-json tools/call $CONNECTIONS $REF" "call-sse call-sse tools/call $CONNECTIONS $REF"
       "call-json-quiet call-json tools/call $CONNECTIONS $QUIET"
-      "list-json list-json tools/list $CONNECTIONS $REF" "list-json list-json tools/list 1 $REF")
+      "list-json list-json tools/list $CONNECTIONS $REF" "list-json list-json tools/list 1 $REF"
+      "list-cold list-json tools/list $CONNECTIONS $REF" "list-cold list-json tools/list 1 $REF")
 for row in "${rows[@]}"; do
   read -r gate scenario method conns nginx <<<"$row"
   # ONLY=list-json (a gate) measures that one alone.

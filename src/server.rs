@@ -84,6 +84,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             sessions: Default::default(),
             caches: Default::default(),
+            list_memo: Default::default(),
         });
         gateway.metrics.policy_running(&gateway.policy.load().meta);
         let reloader = Reloader::new(config.policy_file.clone(), listen.clone(), gateway.clone());

@@ -206,6 +206,7 @@ impl TransportDoc {
             protocol_versions: versions,
             max_body,
             max_list_result,
+            list_memo: usize::try_from(self.list_memo.0).unwrap_or(usize::MAX),
             body_timeout: self.body_timeout.0,
         })
     }

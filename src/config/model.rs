@@ -526,6 +526,8 @@ pub(super) struct TransportDoc {
     pub(super) max_body: ByteSize,
     #[serde(default = "default_max_list_result")]
     pub(super) max_list_result: ByteSize,
+    #[serde(default = "default_list_memo")]
+    pub(super) list_memo: ByteSize,
     #[serde(default = "default_body_timeout")]
     pub(super) body_timeout: HumanDuration,
 }
@@ -543,6 +545,7 @@ impl Default for TransportDoc {
             protocol_versions: default_protocol_versions(),
             max_body: default_max_body(),
             max_list_result: default_max_list_result(),
+            list_memo: default_list_memo(),
             body_timeout: default_body_timeout(),
         }
     }
@@ -563,4 +566,7 @@ pub(super) fn default_max_body() -> ByteSize {
 }
 pub(super) fn default_max_list_result() -> ByteSize {
     ByteSize(8 << 20)
+}
+pub(super) fn default_list_memo() -> ByteSize {
+    ByteSize(4 << 20)
 }

@@ -163,6 +163,8 @@ pub struct Transport {
     pub max_body: usize,
     /// Largest list result (or SSE event) toolgate holds to filter.
     pub max_list_result: usize,
+    /// Bytes of list results remembered once filtered (0: none).
+    pub list_memo: usize,
     /// How long a request body may take to arrive.
     pub body_timeout: std::time::Duration,
 }

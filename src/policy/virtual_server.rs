@@ -298,6 +298,13 @@ impl View<'_> {
         self.principal
     }
 
+    /// The rules that apply (bit n: rule n), when that set alone decides
+    /// this view: when the server has at most 64 rules. Two views of the
+    /// server with the same set decide every name alike.
+    pub fn rule_set(&self) -> Option<u64> {
+        (self.server.rules.len() <= 64).then_some(self.rules)
+    }
+
     fn grants(&self) -> impl Iterator<Item = (&Grants, Source)> {
         let base = std::iter::once((&self.server.base, Source::Base));
         let rules = self.server.rules.iter().enumerate().filter_map(|(i, rule)| {

@@ -21,6 +21,7 @@
 
 use super::exchange::{End, Ending};
 use super::forward::{ReadError, UpstreamBody};
+use super::list_memo::{Judged, Key, ListMemo};
 use super::live;
 use super::{Gateway, PARSE_INLINE, ProxyBody};
 use crate::identity::{self, describe};
@@ -56,6 +57,7 @@ pub struct Judge {
     pub server: String,
     pub principal: Principal,
     pub metrics: Arc<Metrics>,
+    pub memo: Arc<ListMemo>,
     /// Ids of the requests this answer is for, to address a refusal.
     pub request_ids: Vec<Box<RawValue>>,
     /// Told when a stream is withheld part-way, for the access log.
@@ -97,11 +99,40 @@ impl Judge {
         Ok((policy, Some(principal)))
     }
 
-    /// Filters one JSON text (a message or a batch of them).
-    fn judge(&self, text: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    /// Filters one JSON text (a message or a batch of them): the text
+    /// rewritten, or `None` when it goes as it came.
+    fn judge(&self, text: &[u8]) -> Result<Option<Bytes>, String> {
         if !list_filter::may_hold_list(text) {
             return Ok(None);
         }
+        match self.recall(text) {
+            Some(rewritten) => Ok(rewritten),
+            None => self.filter(text),
+        }
+    }
+
+    /// [`Self::judge`]'s answer if the memo has it. Only list results are
+    /// remembered, so a text that holds none is simply not found: no
+    /// pre-scan is needed, and a lookup is cheap enough for a runtime
+    /// worker whatever the size.
+    fn recall(&self, text: &[u8]) -> Option<Option<Bytes>> {
+        if text.len() < super::list_memo::MIN_TEXT {
+            return None;
+        }
+        let (policy, readmitted) = self.current().ok()?;
+        if policy.transport.list_memo == 0 {
+            return None;
+        }
+        let server = policy.virtual_server(&self.server)?;
+        let principal = readmitted.as_ref().unwrap_or(&self.principal);
+        let view = server.view(principal);
+        let judged = self.memo.recall(&Key::of(&policy, &self.server, &view)?, text)?;
+        self.metrics.list_memo_hit();
+        Some(self.account(principal, judged))
+    }
+
+    /// [`Self::judge`] done in full: the text read, each item decided.
+    fn filter(&self, text: &[u8]) -> Result<Option<Bytes>, String> {
         let (policy, readmitted) = self.current()?;
         let Some(server) = policy.virtual_server(&self.server) else {
             return Err("the virtual server is gone from the policy".into());
@@ -120,16 +151,31 @@ impl Judge {
             allowed
         })
         .map_err(|e| e.to_string())?;
-        for kind in ListKind::ALL {
-            self.metrics.list_decisions(&self.server, kind, kept[kind as usize], removed.count(kind));
-        }
-        if !removed.is_empty() {
-            telemetry::audit_list_filtered(&self.server, principal, &removed);
-        }
-        Ok(match outcome {
+        let rewritten = match outcome {
             Outcome::Unchanged => None,
-            Outcome::Rewritten(bytes) => Some(bytes),
-        })
+            Outcome::Rewritten(bytes) => Some(Bytes::from(bytes)),
+        };
+        let decided = !removed.is_empty() || kept.iter().any(|&count| count > 0);
+        let judged = Judged { rewritten, kept, removed: Arc::new(removed) };
+        // Only what held list items: other answers are not worth a place.
+        if decided && let Some(key) = Key::of(&policy, &self.server, &view) {
+            let held = self.memo.remember(&key, text, &judged, policy.transport.list_memo);
+            self.metrics.list_memo_held(held);
+        }
+        Ok(self.account(principal, judged))
+    }
+
+    /// Counts and audits what filtering an answer came to, as often as
+    /// the answer is forwarded.
+    fn account(&self, principal: &Principal, judged: Judged) -> Option<Bytes> {
+        for kind in ListKind::ALL {
+            let k = kind as usize;
+            self.metrics.list_decisions(&self.server, kind, judged.kept[k], judged.removed.count(kind));
+        }
+        if !judged.removed.is_empty() {
+            telemetry::audit_list_filtered(&self.server, principal, &judged.removed);
+        }
+        judged.rewritten
     }
 
     /// Judges one event. What is forwarded is what toolgate read: the event
@@ -247,6 +293,8 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
             };
             let verdict = if bytes.len() <= PARSE_INLINE {
                 judge.judge(&bytes)
+            } else if let Some(rewritten) = judge.recall(&bytes) {
+                Ok(rewritten)
             } else {
                 // Off the runtime's workers, as large request bodies are.
                 let (judge, bytes) = (judge.clone(), bytes.clone());
@@ -256,7 +304,7 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
             };
             let bytes = match verdict {
                 Ok(None) => bytes,
-                Ok(Some(rewritten)) => Bytes::from(rewritten),
+                Ok(Some(rewritten)) => rewritten,
                 Err(reason) => return judge.withheld(&reason),
             };
             parts.headers.remove(header::CONTENT_LENGTH);

@@ -18,6 +18,7 @@ pub mod exchange;
 pub mod forward;
 pub mod guard;
 pub mod inspect;
+pub mod list_memo;
 mod live;
 mod pool;
 pub mod refusal;
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub sessions: session::Sessions,
     /// Signature nonces and fetched JWKS, process-wide.
     pub caches: identity::Caches,
+    /// List results remembered once filtered.
+    pub list_memo: Arc<list_memo::ListMemo>,
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -254,6 +257,7 @@ async fn pipeline(
                 server: server.name.clone(),
                 principal,
                 metrics: gateway.metrics.clone(),
+                memo: gateway.list_memo.clone(),
                 request_ids,
                 ending: exchange.ending.clone(),
                 answer_due,

@@ -54,6 +54,11 @@ impl Removals {
     pub fn is_empty(&self) -> bool {
         self.counts.iter().all(|count| *count == 0)
     }
+
+    /// About the memory the names take.
+    pub fn named_bytes(&self) -> usize {
+        self.names.iter().flatten().map(|name| name.len() + 24).sum()
+    }
 }
 
 /// Audit: one event per list result that lost items, per kind of item.

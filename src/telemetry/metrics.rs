@@ -74,6 +74,8 @@ pub struct Metrics {
     upstream_by_outcome: [OnceLock<AtomicHistogram>; 4],
     decisions: Family<DecisionLabels, Counter>,
     lists_refused: Counter,
+    list_memo_hits: Counter,
+    list_memo_bytes: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     generation: Gauge,
     loaded_at: Gauge,
@@ -129,6 +131,18 @@ impl Metrics {
             "List results withheld because they could not be checked (unreadable or over transport.max_list_result)",
             lists_refused.clone(),
         );
+        let list_memo_hits = Counter::default();
+        registry.register(
+            "list_memo_hits",
+            "List results answered from the memo of results already filtered (transport.list_memo)",
+            list_memo_hits.clone(),
+        );
+        let list_memo_bytes = Gauge::default();
+        registry.register(
+            "list_memo_bytes",
+            "Bytes the memo of filtered list results holds (at most transport.list_memo)",
+            list_memo_bytes.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "policy_reloads",
@@ -171,6 +185,8 @@ impl Metrics {
             upstream_by_outcome: Default::default(),
             decisions,
             lists_refused,
+            list_memo_hits,
+            list_memo_bytes,
             reloads,
             generation,
             loaded_at,
@@ -228,6 +244,14 @@ impl Metrics {
 
     pub fn list_refused(&self) {
         self.lists_refused.inc();
+    }
+
+    pub fn list_memo_hit(&self) {
+        self.list_memo_hits.inc();
+    }
+
+    pub fn list_memo_held(&self, bytes: usize) {
+        self.list_memo_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts a failed TLS handshake: a client certificate missing, expired

@@ -146,6 +146,14 @@ impl UpstreamDoc {
                 "upstream url must not carry credentials (user:password@)",
             ));
         }
+        if uri.query().is_some() {
+            // It would be silently dropped: requests carry the client's query.
+            return Err(invalid_at(
+                path,
+                &self.url,
+                "upstream url must not carry a query (?...): each request is forwarded with the client's own query",
+            ));
+        }
         if let Some(old) = &self.timeout {
             return Err(invalid_at(
                 path,

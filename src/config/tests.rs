@@ -64,6 +64,10 @@ fn semantic_errors_are_located() {
     assert!(message.starts_with("policy.yaml:2:"), "{message}");
     assert!(message.contains("credentials"), "{message}");
 
+    let message = error_of(&format!("version: 1\nupstream: {{ url: 'http://x:8080/mcp?tenant=a' }}\n{VS}"));
+    assert!(message.starts_with("policy.yaml:2:"), "{message}");
+    assert!(message.contains("query"), "{message}");
+
     let message = error_of(&format!(
         "version: 1\nupstream: {{ url: http://x/mcp }}\ntransport: {{ protocol_versions: [2025-6-18] }}\n{VS}"
     ));

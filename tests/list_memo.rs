@@ -207,3 +207,35 @@ async fn answers_without_list_items_or_unreadable_are_not_remembered() -> TestRe
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_sse_list_over_64_kib_is_remembered_too() -> TestResult {
+    let description = "a tool of the catalogue ".repeat(40);
+    let tools: Vec<Value> = (0..91)
+        .map(|i| json!({ "name": format!("{}_{i:02}", if i % 3 == 0 { "search" } else { "user" }), "description": description }))
+        .collect();
+    let list = json!({ "jsonrpc": "2.0", "id": 7, "result": { "tools": tools } });
+    let stream = format!("event: message\ndata: {list}\n\n");
+    let upstream = serve_http(move |_request: http::Request<hyper::body::Incoming>| {
+        let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(stream.clone())));
+        response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/event-stream"));
+        std::future::ready(response)
+    })
+    .await;
+    let gate = start_gate(&policy(upstream, "", SERVERS)).await;
+    let headers = [
+        ("mcp-protocol-version", "2025-06-18"),
+        ("accept", "application/json, text/event-stream"),
+        ("x-user", "alice"),
+        ("x-groups", "dev"),
+    ];
+    let first = post(gate.addr, &headers, LIST).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.text().contains("search_00") && !first.text().contains("user_01"), "{}", first.text());
+    assert_eq!(metric(gate.admin, "toolgate_list_memo_hits_total").await, 0);
+    let again = post(gate.addr, &headers, LIST).await;
+    assert_eq!(again.text(), first.text());
+    assert_eq!(metric(gate.admin, "toolgate_list_memo_hits_total").await, 1);
+    gate.shutdown().await;
+    Ok(())
+}

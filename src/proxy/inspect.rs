@@ -393,6 +393,18 @@ impl FilteredEvents {
         while self.judging.is_none() && !self.ended {
             match self.splitter.next_event() {
                 Ok(Some(event)) if event.data.len() > PARSE_INLINE => {
+                    // A list met before is answered here (a comparison);
+                    // anything else is judged off the runtime's workers.
+                    if let Some(rewritten) = self.judge.recall(&event.data) {
+                        let verdict = Verdict::Forward(match rewritten {
+                            None => event.forwardable(),
+                            Some(data) => event.with_data(&data),
+                        });
+                        if !self.apply(verdict) {
+                            return;
+                        }
+                        continue;
+                    }
                     let judge = self.judge.clone();
                     self.judging = Some(tokio::task::spawn_blocking(move || judge.event(event)));
                 }

@@ -274,7 +274,7 @@ pub struct Caches {
 /// Before [`authenticate`]: if the request carries a JWT whose issuer's
 /// keys come from a URL, makes sure the shared cache has them (fetching,
 /// single-flight and rate-limited, when the `kid` is unknown).
-pub async fn prepare(identity: &Identity, headers: &HeaderMap, caches: &Caches) {
+pub async fn prepare(identity: &Identity, access: &Access, headers: &HeaderMap, caches: &Caches) {
     // Only issuers with a JWKS URL need anything before verification; with
     // file keys, skip the unverified decode that `authenticate` repeats.
     if !identity.jwt.iter().any(|issuer| issuer.remote.is_some()) {
@@ -282,6 +282,12 @@ pub async fn prepare(identity: &Identity, headers: &HeaderMap, caches: &Caches) 
     }
     let Ok(Some(token)) = bearer_token(headers) else { return };
     if !jwt::looks_like_jwt(token) {
+        return;
+    }
+    // A token verified against the keys in use needs none fetched: its
+    // header is not decoded again (the common case, every request).
+    let now = std::time::SystemTime::now();
+    if identity.verified.holds(token, &access.audiences, now, |url| caches.jwks.keys(url)) {
         return;
     }
     if let Ok((issuer, header)) = jwt::claimed(&identity.jwt, token)

@@ -77,6 +77,28 @@ impl VerifiedTokens {
         now: SystemTime,
         current_keys: impl FnOnce(&Uri) -> Keys,
     ) -> Option<Claims> {
+        self.find(token, audiences, now, current_keys, |claims| claims.clone())
+    }
+
+    /// Whether [`Self::get`] would find `token`, without copying its claims.
+    pub fn holds(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: SystemTime,
+        current_keys: impl FnOnce(&Uri) -> Keys,
+    ) -> bool {
+        self.find(token, audiences, now, current_keys, |_| ()).is_some()
+    }
+
+    fn find<T>(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: SystemTime,
+        current_keys: impl FnOnce(&Uri) -> Keys,
+        found: impl FnOnce(&Claims) -> T,
+    ) -> Option<T> {
         let (hash, shard) = self.key(token, audiences);
         let shard = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
         let entry = shard.get(&hash)?;
@@ -89,7 +111,7 @@ impl VerifiedTokens {
         {
             return None;
         }
-        Some(entry.claims.clone())
+        Some(found(&entry.claims))
     }
 
     /// Remembers a verified token.
@@ -163,6 +185,14 @@ mod tests {
         assert_eq!(cache.get("t.o.k", &["https://mcp/b".to_owned()], now, no_keys), None, "another audience");
         assert_eq!(cache.get("t.o.k", &aud, until, no_keys), None, "expired");
         assert_eq!(cache.get("t.o.k", &aud, until - Duration::from_millis(1), no_keys), Some(claims(until)));
+        // `holds` answers as `get` finds.
+        let b = vec!["https://mcp/b".to_owned()];
+        for (token, audiences, at) in
+            [("t.o.k", &aud, now), ("t.o.x", &aud, now), ("t.o.k", &b, now), ("t.o.k", &aud, until)]
+        {
+            let found = cache.get(token, audiences, at, no_keys).is_some();
+            assert_eq!(cache.holds(token, audiences, at, no_keys), found, "{token} {audiences:?}");
+        }
     }
 
     #[test]
@@ -185,6 +215,8 @@ mod tests {
         );
         assert_eq!(asked, Some(url), "the key set of the URL it was verified against");
         assert_eq!(cache.get("t.o.k", &[], now, no_keys), None, "keys were fetched again");
+        assert!(cache.holds("t.o.k", &[], now, |_| keys.clone()));
+        assert!(!cache.holds("t.o.k", &[], now, no_keys), "nor does it hold it");
         drop(keys);
         assert!(weak.upgrade().is_none(), "a replaced key set is not kept alive by the cache");
         assert_eq!(cache.get("t.o.k", &[], now, no_keys), None);

@@ -121,7 +121,7 @@ async fn pipeline(
         uri: request.uri(),
         headers: request.headers(),
     };
-    identity::prepare(&policy.identity, request.headers(), &gateway.caches).await;
+    identity::prepare(&policy.identity, &server.access, request.headers(), &gateway.caches).await;
     let authenticated = identity::authenticate(
         &policy.identity,
         &server.access,

@@ -710,3 +710,37 @@ async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() -> TestResult
     gate.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_key_the_identity_provider_withdraws_stops_working_within_refresh() -> TestResult {
+    let keys = Keys::new();
+    let jwks = JwksServer::start(keys.jwks("ed-1")).await;
+    let upstream = start_echo_upstream().await;
+    let top = format!(
+        "identity:\n  resource_metadata: {{ base_url: 'https://mcp.example.com' }}\n  jwt:\n    - issuer: {ISSUER}\n      algorithms: [EdDSA]\n      jwks: {{ url: \"http://{}/jwks.json\", refresh: 1s, min_refetch: 1s }}\nvirtual_servers:\n  default:\n    tools: {{ allow: ['*'] }}\n",
+        jwks.addr
+    );
+    let gate = start_gate(&policy(upstream, "", &top)).await;
+    // One token, sent again and again: verified once, then remembered.
+    let auth = bearer(&keys.ed_token("ed-1", &claims(json!({}))));
+    let status = || async { post(gate.addr, &[V0618, ("authorization", auth.as_str())], PING).await.status };
+    for _ in 0..3 {
+        assert_eq!(status().await, StatusCode::OK);
+    }
+    assert_eq!(jwks.fetched(), 1);
+    // The provider withdraws the key: the remembered token goes with it
+    // once the keys are refreshed, though every request still carries it.
+    jwks.serve(Some(keys.jwks("ed-2")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status().await == StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a withdrawn key still works ({} fetches)",
+            jwks.fetched()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status().await, StatusCode::UNAUTHORIZED);
+    gate.shutdown().await;
+    Ok(())
+}

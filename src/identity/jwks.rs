@@ -130,21 +130,10 @@ impl RemoteKeys {
     /// refreshes stale keys in the background. A known `kid` returns at once.
     pub async fn prepare(self: &Arc<Self>, source: &RemoteJwks, kid: Option<&str>) {
         let set = self.set(&source.url);
-        let fetched = set.since(&set.last_success);
         let may_refetch =
             |set: &KeySet| set.since(&set.last_attempt).is_none_or(|ago| ago >= source.min_refetch);
-        if fetched.is_some() && set.knows(kid) {
-            if fetched.is_some_and(|ago| ago >= source.refresh) && may_refetch(&set) {
-                let (this, source) = (self.clone(), source.clone());
-                tokio::spawn(async move {
-                    let set = this.set(&source.url);
-                    // Someone else is fetching already: nothing to add.
-                    let Ok(_flight) = set.fetch.try_lock() else { return };
-                    if set.since(&set.last_success).is_none_or(|ago| ago >= source.refresh) {
-                        this.fetch_into(&set, &source).await;
-                    }
-                });
-            }
+        if set.since(&set.last_success).is_some() && set.knows(kid) {
+            self.refresh_stale(&set, source);
             return;
         }
         // Join the fetch in flight, if any; else this request may start one.
@@ -156,6 +145,32 @@ impl RemoteKeys {
             return;
         }
         self.fetch_into(&set, source).await;
+    }
+
+    /// Refreshes `source`'s keys in the background when they are older
+    /// than its `refresh` (and a fetch may start); returns at once. Asked
+    /// on every request that uses them, so that a key the identity
+    /// provider withdrew stops working within `refresh`.
+    pub fn refresh_if_stale(self: &Arc<Self>, source: &RemoteJwks) {
+        let set = self.set(&source.url);
+        self.refresh_stale(&set, source);
+    }
+
+    fn refresh_stale(self: &Arc<Self>, set: &KeySet, source: &RemoteJwks) {
+        let stale = set.since(&set.last_success).is_some_and(|ago| ago >= source.refresh);
+        let may_refetch = set.since(&set.last_attempt).is_none_or(|ago| ago >= source.min_refetch);
+        if !(stale && may_refetch) {
+            return;
+        }
+        let (this, source) = (self.clone(), source.clone());
+        tokio::spawn(async move {
+            let set = this.set(&source.url);
+            // Someone else is fetching already: nothing to add.
+            let Ok(_flight) = set.fetch.try_lock() else { return };
+            if set.since(&set.last_success).is_none_or(|ago| ago >= source.refresh) {
+                this.fetch_into(&set, &source).await;
+            }
+        });
     }
 
     async fn fetch_into(&self, set: &KeySet, source: &RemoteJwks) {

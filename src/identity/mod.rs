@@ -285,9 +285,17 @@ pub async fn prepare(identity: &Identity, access: &Access, headers: &HeaderMap, 
         return;
     }
     // A token verified against the keys in use needs none fetched: its
-    // header is not decoded again (the common case, every request).
+    // header is not decoded again (the common case, every request). Its
+    // keys are still refreshed when stale, so that a key the identity
+    // provider withdrew stops working within `refresh`.
     let now = std::time::SystemTime::now();
-    if identity.verified.holds(token, &access.audiences, now, |url| caches.jwks.keys(url)) {
+    if let Some(verified_with) =
+        identity.verified.holds(token, &access.audiences, now, |url| caches.jwks.keys(url))
+    {
+        let mut sources = identity.jwt.iter().filter_map(|issuer| issuer.remote.as_ref());
+        if let Some(source) = sources.find(|source| Some(&source.url) == verified_with.as_ref()) {
+            caches.jwks.refresh_if_stale(source);
+        }
         return;
     }
     if let Ok((issuer, header)) = jwt::claimed(&identity.jwt, token)

@@ -80,15 +80,27 @@ impl VerifiedTokens {
         self.find(token, audiences, now, current_keys, |claims| claims.clone())
     }
 
-    /// Whether [`Self::get`] would find `token`, without copying its claims.
+    /// Whether [`Self::get`] would find `token`, without copying its
+    /// claims: `Some`, with the JWKS URL it was verified against if any.
     pub fn holds(
         &self,
         token: &str,
         audiences: &[String],
         now: SystemTime,
         current_keys: impl FnOnce(&Uri) -> Keys,
-    ) -> bool {
-        self.find(token, audiences, now, current_keys, |_| ()).is_some()
+    ) -> Option<Option<Uri>> {
+        let mut url = None;
+        self.find(
+            token,
+            audiences,
+            now,
+            |u| {
+                url = Some(u.clone());
+                current_keys(u)
+            },
+            |_| (),
+        )
+        .map(|()| url)
     }
 
     fn find<T>(
@@ -191,7 +203,7 @@ mod tests {
             [("t.o.k", &aud, now), ("t.o.x", &aud, now), ("t.o.k", &b, now), ("t.o.k", &aud, until)]
         {
             let found = cache.get(token, audiences, at, no_keys).is_some();
-            assert_eq!(cache.holds(token, audiences, at, no_keys), found, "{token} {audiences:?}");
+            assert_eq!(cache.holds(token, audiences, at, no_keys).is_some(), found, "{token} {audiences:?}");
         }
     }
 
@@ -213,10 +225,10 @@ mod tests {
                 })
                 .is_some()
         );
-        assert_eq!(asked, Some(url), "the key set of the URL it was verified against");
+        assert_eq!(asked.as_ref(), Some(&url), "the key set of the URL it was verified against");
         assert_eq!(cache.get("t.o.k", &[], now, no_keys), None, "keys were fetched again");
-        assert!(cache.holds("t.o.k", &[], now, |_| keys.clone()));
-        assert!(!cache.holds("t.o.k", &[], now, no_keys), "nor does it hold it");
+        assert_eq!(cache.holds("t.o.k", &[], now, |_| keys.clone()), Some(Some(url.clone())), "and its URL");
+        assert_eq!(cache.holds("t.o.k", &[], now, no_keys), None, "nor does it hold it");
         drop(keys);
         assert!(weak.upgrade().is_none(), "a replaced key set is not kept alive by the cache");
         assert_eq!(cache.get("t.o.k", &[], now, no_keys), None);

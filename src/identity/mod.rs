@@ -289,11 +289,22 @@ pub async fn prepare(identity: &Identity, access: &Access, headers: &HeaderMap, 
     // keys are still refreshed when stale, so that a key the identity
     // provider withdrew stops working within `refresh`.
     let now = std::time::SystemTime::now();
-    if let Some(verified_with) =
-        identity.verified.holds(token, &access.audiences, now, |url| caches.jwks.keys(url))
-    {
-        let mut sources = identity.jwt.iter().filter_map(|issuer| issuer.remote.as_ref());
-        if let Some(source) = sources.find(|source| Some(&source.url) == verified_with.as_ref()) {
+    // The remembered token's own issuer, found as `claimed` finds it.
+    let remembered = identity.verified.peek(
+        token,
+        &access.audiences,
+        now,
+        |url| caches.jwks.keys(url),
+        |claims| {
+            identity
+                .jwt
+                .iter()
+                .find(|issuer| issuer.issuer == claims.issuer)
+                .and_then(|issuer| issuer.remote.as_ref())
+        },
+    );
+    if let Some(source) = remembered {
+        if let Some(source) = source {
             caches.jwks.refresh_if_stale(source);
         }
         return;

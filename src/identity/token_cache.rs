@@ -77,33 +77,12 @@ impl VerifiedTokens {
         now: SystemTime,
         current_keys: impl FnOnce(&Uri) -> Keys,
     ) -> Option<Claims> {
-        self.find(token, audiences, now, current_keys, |claims| claims.clone())
+        self.peek(token, audiences, now, current_keys, Claims::clone)
     }
 
-    /// Whether [`Self::get`] would find `token`, without copying its
-    /// claims: `Some`, with the JWKS URL it was verified against if any.
-    pub fn holds(
-        &self,
-        token: &str,
-        audiences: &[String],
-        now: SystemTime,
-        current_keys: impl FnOnce(&Uri) -> Keys,
-    ) -> Option<Option<Uri>> {
-        let mut url = None;
-        self.find(
-            token,
-            audiences,
-            now,
-            |u| {
-                url = Some(u.clone());
-                current_keys(u)
-            },
-            |_| (),
-        )
-        .map(|()| url)
-    }
-
-    fn find<T>(
+    /// What `found` makes of the claims [`Self::get`] would return,
+    /// without copying them.
+    pub fn peek<T>(
         &self,
         token: &str,
         audiences: &[String],
@@ -197,13 +176,17 @@ mod tests {
         assert_eq!(cache.get("t.o.k", &["https://mcp/b".to_owned()], now, no_keys), None, "another audience");
         assert_eq!(cache.get("t.o.k", &aud, until, no_keys), None, "expired");
         assert_eq!(cache.get("t.o.k", &aud, until - Duration::from_millis(1), no_keys), Some(claims(until)));
-        // `holds` answers as `get` finds.
+        // `peek` finds as `get` does.
         let b = vec!["https://mcp/b".to_owned()];
         for (token, audiences, at) in
             [("t.o.k", &aud, now), ("t.o.x", &aud, now), ("t.o.k", &b, now), ("t.o.k", &aud, until)]
         {
             let found = cache.get(token, audiences, at, no_keys).is_some();
-            assert_eq!(cache.holds(token, audiences, at, no_keys).is_some(), found, "{token} {audiences:?}");
+            assert_eq!(
+                cache.peek(token, audiences, at, no_keys, |_| ()).is_some(),
+                found,
+                "{token} {audiences:?}"
+            );
         }
     }
 
@@ -227,8 +210,9 @@ mod tests {
         );
         assert_eq!(asked.as_ref(), Some(&url), "the key set of the URL it was verified against");
         assert_eq!(cache.get("t.o.k", &[], now, no_keys), None, "keys were fetched again");
-        assert_eq!(cache.holds("t.o.k", &[], now, |_| keys.clone()), Some(Some(url.clone())), "and its URL");
-        assert_eq!(cache.holds("t.o.k", &[], now, no_keys), None, "nor does it hold it");
+        let issuer = |claims: &Claims| claims.issuer.clone();
+        assert_eq!(cache.peek("t.o.k", &[], now, |_| keys.clone(), issuer), Some(claims(until).issuer));
+        assert_eq!(cache.peek("t.o.k", &[], now, no_keys, issuer), None, "nor is it peeked at");
         drop(keys);
         assert!(weak.upgrade().is_none(), "a replaced key set is not kept alive by the cache");
         assert_eq!(cache.get("t.o.k", &[], now, no_keys), None);

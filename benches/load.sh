@@ -6,7 +6,7 @@
 #   TOOLGATE_BIN=path ONLY=list-json benches/load.sh   # another build; one scenario
 #
 # One nginx serves fixed MCP answers (the upstream): a tools/call result
-# as JSON and as SSE, and a tools/list of 1,000 tools (~130 KB). The same
+# as JSON and as SSE, and a tools/list of 1,000 tools (190 KB). The same
 # nginx, on another port, is the reference plain proxy: `proxy_pass` with
 # a keepalive upstream pool, access log on. toolgate runs with a realistic
 # policy: JWT (ES256) authentication, a 50-pattern allowlist with globs

@@ -76,11 +76,13 @@ struct Entry {
 
 impl Entry {
     fn size(&self) -> usize {
-        self.text.len()
-            + self.judged.rewritten.as_ref().map_or(0, Bytes::len)
-            + self.judged.removed.named_bytes()
-            + 1024
+        size(self.text.len(), &self.judged)
     }
+}
+
+/// What an entry for an answer of `length` bytes holds.
+fn size(length: usize, judged: &Judged) -> usize {
+    length + judged.rewritten.as_ref().map_or(0, Bytes::len) + judged.removed.named_bytes() + 1024
 }
 
 /// The most entries of one length under one key: a lookup compares at
@@ -136,16 +138,22 @@ impl ListMemo {
     /// Remembers what filtering `text` under `key` came to, within
     /// `budget` bytes for all entries; the bytes held after.
     pub fn remember(&self, key: &Key<'_>, text: &[u8], judged: &Judged, budget: usize) -> usize {
-        let Ok(mut state) = self.state.lock() else { return 0 };
-        let size = text.len()
-            + judged.rewritten.as_ref().map_or(0, Bytes::len)
-            + judged.removed.named_bytes()
-            + 1024;
-        if text.len() < MIN_TEXT || size > budget / 2 {
+        if text.len() < MIN_TEXT || size(text.len(), judged) > budget / 2 {
             // Nothing new; a budget lowered by a reload still applies.
+            let Ok(mut state) = self.state.lock() else { return 0 };
             state.shrink(budget);
             return state.bytes;
         }
+        // The copy is made before the lock is taken.
+        let entry = Arc::new(Entry {
+            policy: Arc::downgrade(key.policy),
+            server: key.server.into(),
+            rules: key.rules,
+            text: Bytes::copy_from_slice(text),
+            judged: judged.clone(),
+            used: AtomicU64::new(self.uses.fetch_add(1, Ordering::Relaxed)),
+        });
+        let Ok(mut state) = self.state.lock() else { return 0 };
         let same: Vec<usize> = (0..state.entries.len())
             .filter(|&i| state.entries[i].text.len() == text.len() && key.names(&state.entries[i]))
             .collect();
@@ -158,14 +166,7 @@ impl ListMemo {
         {
             state.entries.swap_remove(oldest);
         }
-        state.entries.push(Arc::new(Entry {
-            policy: Arc::downgrade(key.policy),
-            server: key.server.into(),
-            rules: key.rules,
-            text: Bytes::copy_from_slice(text),
-            judged: judged.clone(),
-            used: AtomicU64::new(self.uses.fetch_add(1, Ordering::Relaxed)),
-        }));
+        state.entries.push(entry);
         state.shrink(budget);
         state.bytes
     }

@@ -4,15 +4,26 @@
 //! when the queue is full the line is dropped and counted, the count is
 //! exported as `toolgate_log_lines_dropped_total`, and the writer says how
 //! many were lost as soon as it catches up.
+//!
+//! A busy proxy logs thousands of lines a second. Waking the writer for
+//! each would cost a worker a system call and the machine two context
+//! switches per request, so the writer is woken only by the first line
+//! after a quiet spell; while lines keep coming it sleeps [`GATHER`]
+//! between writes, and writes all that came meanwhile at once.
 
 use prometheus_client::metrics::counter::Counter;
 use std::io::Write;
-use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
 /// Lines held for the writer at most (about 3 MiB of typical lines).
 pub const QUEUE_LINES: usize = 8192;
+/// While lines keep coming, how long the writer gathers them between
+/// writes: the most a line waits in the queue when the writer is busy.
+pub const GATHER: Duration = Duration::from_millis(10);
 
 /// Lines dropped because the queue was full, since the process started:
 /// the counter the metrics registry exports.
@@ -27,16 +38,45 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
+/// How a line reaches the writer's attention.
+struct Writer {
+    thread: Thread,
+    /// Set by the writer when it found the queue empty after a gather and
+    /// sleeps until woken; only then does a new line wake it.
+    asleep: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// After queueing a line: wakes the writer if it sleeps for want of lines.
+    fn nudge(&self) {
+        // Pairs with the writer's fence between announcing its sleep and
+        // looking at the queue a last time: either it sees this line, or
+        // this sees it asleep.
+        fence(Ordering::SeqCst);
+        if self.asleep.load(Ordering::Relaxed) && self.asleep.swap(false, Ordering::Relaxed) {
+            self.thread.unpark();
+        }
+    }
+
+    /// Wakes the writer whatever it is doing (a flush, a full queue).
+    fn wake(&self) {
+        self.asleep.store(false, Ordering::Relaxed);
+        self.thread.unpark();
+    }
+}
+
 /// The `MakeWriter` given to the subscriber.
 #[derive(Clone)]
 pub struct QueuedWriter {
     queue: SyncSender<Message>,
     dropped: Counter,
+    writer: Arc<Writer>,
 }
 
 /// Flushes what is queued when dropped (at the end of `main`).
 pub struct FlushOnDrop {
     queue: SyncSender<Message>,
+    writer: Arc<Writer>,
 }
 
 /// Starts the writer thread on `out`, counting dropped lines in `dropped`
@@ -45,14 +85,22 @@ pub struct FlushOnDrop {
 pub fn start(out: impl Write + Send + 'static, dropped: Counter) -> Option<(QueuedWriter, FlushOnDrop)> {
     let (queue, lines) = std::sync::mpsc::sync_channel(QUEUE_LINES);
     let counted = dropped.clone();
-    std::thread::Builder::new()
+    let asleep = Arc::new(AtomicBool::new(false));
+    let flag = asleep.clone();
+    let thread = std::thread::Builder::new()
         .name("toolgate-log".into())
-        .spawn(move || write_lines(lines, out, &counted))
-        .ok()?;
-    Some((QueuedWriter { queue: queue.clone(), dropped }, FlushOnDrop { queue }))
+        .spawn(move || write_lines(lines, out, &counted, &flag))
+        .ok()?
+        .thread()
+        .clone();
+    let writer = Arc::new(Writer { thread, asleep });
+    Some((
+        QueuedWriter { queue: queue.clone(), dropped, writer: writer.clone() },
+        FlushOnDrop { queue, writer },
+    ))
 }
 
-fn write_lines(lines: Receiver<Message>, out: impl Write, dropped: &Counter) {
+fn write_lines(lines: Receiver<Message>, out: impl Write, dropped: &Counter, asleep: &AtomicBool) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut reported = 0;
     // Says how many lines were lost since it last said so.
@@ -67,10 +115,21 @@ fn write_lines(lines: Receiver<Message>, out: impl Write, dropped: &Counter) {
             reported = now;
         }
     };
-    while let Ok(first) = lines.recv() {
-        let mut next = Some(first);
+    let mut pending = None;
+    loop {
         // Write all that is waiting, then flush once.
-        while let Some(message) = next.take() {
+        let mut wrote = false;
+        loop {
+            let message = match pending.take().map_or_else(|| lines.try_recv(), Ok) {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    report(&mut out);
+                    let _ = out.flush();
+                    return;
+                }
+            };
+            wrote = true;
             match message {
                 Message::Line(line) => {
                     let _ = out.write_all(&line);
@@ -81,10 +140,24 @@ fn write_lines(lines: Receiver<Message>, out: impl Write, dropped: &Counter) {
                     let _ = done.try_send(());
                 }
             }
-            next = lines.try_recv().ok();
         }
-        report(&mut out);
-        let _ = out.flush();
+        if wrote {
+            report(&mut out);
+            let _ = out.flush();
+            // More is likely on its way: gather it rather than be woken for
+            // each line.
+            std::thread::park_timeout(GATHER);
+            continue;
+        }
+        // Nothing came while gathering: sleep until a line comes.
+        asleep.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        match lines.try_recv() {
+            Ok(message) => pending = Some(message),
+            Err(TryRecvError::Empty) => std::thread::park(),
+            Err(TryRecvError::Disconnected) => return,
+        }
+        asleep.store(false, Ordering::Relaxed);
     }
 }
 
@@ -96,7 +169,9 @@ impl FlushOnDrop {
         let (done, written) = std::sync::mpsc::sync_channel(1);
         let mut message = Message::Flush(done);
         loop {
-            match self.queue.try_send(message) {
+            let sent = self.queue.try_send(message);
+            self.writer.wake();
+            match sent {
                 Ok(()) => break,
                 Err(TrySendError::Disconnected(_)) => return,
                 Err(TrySendError::Full(back)) => message = back,
@@ -117,13 +192,12 @@ impl Drop for FlushOnDrop {
 }
 
 /// One line, sent to the queue when the subscriber is done writing it.
-pub struct Line {
-    queue: SyncSender<Message>,
-    dropped: Counter,
+pub struct Line<'a> {
+    to: &'a QueuedWriter,
     buffer: Vec<u8>,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.buffer.extend_from_slice(bytes);
         Ok(bytes.len())
@@ -134,42 +208,47 @@ impl Write for Line {
     }
 }
 
-impl Line {
+impl Line<'_> {
     /// The line's bytes so far: what is added is queued when it drops.
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.buffer
     }
 }
 
-impl Drop for Line {
+impl Drop for Line<'_> {
     fn drop(&mut self) {
         if self.buffer.is_empty() {
             return;
         }
         let line = std::mem::take(&mut self.buffer);
-        // Full, or (should the writer have died) disconnected: lost, counted.
-        if self.queue.try_send(Message::Line(line)).is_err() {
-            self.dropped.inc();
+        let to = self.to;
+        match to.queue.try_send(Message::Line(line)) {
+            Ok(()) => to.writer.nudge(),
+            // Full: lost, counted, and the writer told at once.
+            Err(TrySendError::Full(_)) => {
+                to.dropped.inc();
+                to.writer.wake();
+            }
+            // The writer died: lost, counted.
+            Err(TrySendError::Disconnected(_)) => {
+                to.dropped.inc();
+            }
         }
     }
 }
 
 impl QueuedWriter {
     /// An empty line with room for `capacity` bytes.
-    pub fn line(&self, capacity: usize) -> Line {
-        Line {
-            queue: self.queue.clone(),
-            dropped: self.dropped.clone(),
-            buffer: Vec::with_capacity(capacity),
-        }
+    pub fn line(&self, capacity: usize) -> Line<'_> {
+        Line { to: self, buffer: Vec::with_capacity(capacity) }
     }
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedWriter {
-    type Writer = Line;
+    type Writer = Line<'a>;
 
-    fn make_writer(&'a self) -> Line {
-        Line { queue: self.queue.clone(), dropped: self.dropped.clone(), buffer: Vec::new() }
+    fn make_writer(&'a self) -> Line<'a> {
+        self.line(0)
     }
 }
 
@@ -241,6 +320,65 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
         drop(held);
+    }
+
+    /// An output that counts the writes it is given.
+    #[derive(Clone, Default)]
+    struct Counted {
+        writes: Arc<Mutex<usize>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            *self.writes.lock().map_err(|_| std::io::Error::other("poisoned"))? += 1;
+            self.written.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_steady_stream_of_lines_is_written_in_gathers_not_line_by_line() {
+        let out = Counted::default();
+        let (writer, flusher) = start(out.clone(), Counter::default()).expect("writer thread");
+        // A line every 100 µs or so, as a busy proxy logs.
+        let started = std::time::Instant::now();
+        let mut sent = 0;
+        while started.elapsed() < Duration::from_millis(300) {
+            writeln!(writer.make_writer(), "line {sent}").unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let elapsed = started.elapsed();
+        drop(flusher);
+        let writes = *out.writes.lock().unwrap();
+        // Every write after the first follows a gather; one more for the flush.
+        let most = (elapsed.as_millis() / GATHER.as_millis()) as usize + 3;
+        assert!(writes <= most, "{writes} writes for {sent} lines in {elapsed:?}: at most {most}");
+        let text = String::from_utf8(out.written.lock().unwrap().clone()).unwrap();
+        let expected: String = (0..sent).map(|n| format!("line {n}\n")).collect();
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_line_after_a_quiet_spell_is_written_without_a_flush() {
+        let out = Counted::default();
+        let (writer, _flusher) = start(out.clone(), Counter::default()).expect("writer thread");
+        for n in 0..20 {
+            // Longer than a gather: the writer has gone to sleep for want of lines.
+            std::thread::sleep(GATHER * 3);
+            writeln!(writer.make_writer(), "line {n}").unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let expected = format!("line {n}\n");
+            while !String::from_utf8_lossy(&out.written.lock().unwrap()).ends_with(&expected) {
+                assert!(std::time::Instant::now() < deadline, "line {n} was never written");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     #[test]

@@ -36,10 +36,15 @@ pub struct RemoteJwks {
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_JWKS: usize = 1 << 20;
 
-pub type Keys = Arc<HashMap<String, DecodingKey>>;
+pub type KeyMap = HashMap<String, DecodingKey>;
+pub type Keys = Arc<KeyMap>;
+/// The keys a token was verified with, and the URL's key set they are from.
+pub type VerifiedWith = (Arc<KeySet>, Keys);
 
-/// When a key set was last fetched, readable without waiting on a fetch.
-struct KeySet {
+/// One URL's keys, and when they were last fetched, readable without
+/// waiting on a fetch. Never removed from [`RemoteKeys`], so a handle to
+/// it (as a remembered token holds) stays the URL's for good.
+pub struct KeySet {
     keys: ArcSwap<HashMap<String, DecodingKey>>,
     /// Held while a fetch runs: the single flight.
     fetch: tokio::sync::Mutex<()>,
@@ -65,6 +70,22 @@ impl KeySet {
 
     fn knows(&self, kid: Option<&str>) -> bool {
         kid.is_none_or(|kid| self.keys.load().contains_key(kid))
+    }
+
+    /// The keys in use (empty before the first fetch).
+    pub fn keys(&self) -> Keys {
+        self.keys.load_full()
+    }
+
+    /// Whether `keys` is the key set still in use, not one a fetch replaced.
+    pub fn in_use(&self, keys: &std::sync::Weak<KeyMap>) -> bool {
+        std::ptr::eq(keys.as_ptr(), Arc::as_ptr(&*self.keys.load()))
+    }
+
+    /// Puts fetched keys in use.
+    pub(super) fn install(&self, keys: HashMap<String, DecodingKey>) {
+        self.keys.store(Arc::new(keys));
+        self.last_success.store(self.stamp(), Ordering::Relaxed);
     }
 }
 
@@ -105,7 +126,8 @@ impl RemoteKeys {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    fn set(&self, url: &Uri) -> Arc<KeySet> {
+    /// The key set of `url`, made (empty, never fetched) on first asking.
+    pub fn set(&self, url: &Uri) -> Arc<KeySet> {
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
         sets.entry(url.to_string())
             .or_insert_with(|| {
@@ -118,11 +140,6 @@ impl RemoteKeys {
                 })
             })
             .clone()
-    }
-
-    /// The keys currently cached for `url` (empty before the first fetch).
-    pub fn keys(&self, url: &Uri) -> Keys {
-        self.set(url).keys.load_full()
     }
 
     /// Makes sure the cache can answer for `kid`: fetches when nothing was
@@ -147,16 +164,11 @@ impl RemoteKeys {
         self.fetch_into(&set, source).await;
     }
 
-    /// Refreshes `source`'s keys in the background when they are older
-    /// than its `refresh` (and a fetch may start); returns at once. Asked
-    /// on every request that uses them, so that a key the identity
-    /// provider withdrew stops working within `refresh`.
-    pub fn refresh_if_stale(self: &Arc<Self>, source: &RemoteJwks) {
-        let set = self.set(&source.url);
-        self.refresh_stale(&set, source);
-    }
-
-    fn refresh_stale(self: &Arc<Self>, set: &KeySet, source: &RemoteJwks) {
+    /// Refreshes `set`, the key set of `source`'s URL, in the background
+    /// when it is older than `source.refresh` (and a fetch may start);
+    /// returns at once. Asked on every request that uses it, so that a key
+    /// the identity provider withdrew stops working within `refresh`.
+    pub fn refresh_stale(self: &Arc<Self>, set: &KeySet, source: &RemoteJwks) {
         let stale = set.since(&set.last_success).is_some_and(|ago| ago >= source.refresh);
         let may_refetch = set.since(&set.last_attempt).is_none_or(|ago| ago >= source.min_refetch);
         if !(stale && may_refetch) {
@@ -179,8 +191,7 @@ impl RemoteKeys {
         match self.fetch(&source.url).await {
             Ok(keys) => {
                 tracing::info!(url = %source.url, keys = keys.len(), "JWKS fetched");
-                set.keys.store(Arc::new(keys));
-                set.last_success.store(set.stamp(), Ordering::Relaxed);
+                set.install(keys);
             }
             Err(error) => {
                 tracing::warn!(url = %source.url, %error, "JWKS fetch failed; keeping the last good keys");

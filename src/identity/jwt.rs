@@ -126,16 +126,21 @@ pub fn verify(
     verify_with(issuers, audiences, token, remote).map(|(claims, _)| claims)
 }
 
-/// [`verify`], also giving the fetched key set (and its URL) the token was
-/// verified with, when its issuer's keys come from a JWKS URL.
+/// [`verify`], also giving the fetched keys the token was verified with
+/// (and the URL's key set they belong to), when its issuer's keys come
+/// from a JWKS URL.
 pub fn verify_with(
     issuers: &[Issuer],
     audiences: &[String],
     token: &str,
     remote: &super::jwks::RemoteKeys,
-) -> Result<(Claims, Option<(http::Uri, super::jwks::Keys)>), Rejected> {
+) -> Result<(Claims, Option<super::jwks::VerifiedWith>), Rejected> {
     let (issuer, header) = claimed(issuers, token)?;
-    let fetched = issuer.remote.as_ref().map(|source| (source.url.clone(), remote.keys(&source.url)));
+    let fetched = issuer.remote.as_ref().map(|source| {
+        let set = remote.set(&source.url);
+        let keys = set.keys();
+        (set, keys)
+    });
     let keys = match &fetched {
         Some((_, keys)) => &**keys,
         None => &issuer.keys,

@@ -290,23 +290,19 @@ pub async fn prepare(identity: &Identity, access: &Access, headers: &HeaderMap, 
     // provider withdrew stops working within `refresh`.
     let now = std::time::SystemTime::now();
     // The remembered token's own issuer, found as `claimed` finds it.
-    let remembered = identity.verified.peek(
-        token,
-        &access.audiences,
-        now,
-        |url| caches.jwks.keys(url),
-        |claims| {
-            identity
-                .jwt
-                .iter()
-                .find(|issuer| issuer.issuer == claims.issuer)
-                .and_then(|issuer| issuer.remote.as_ref())
-        },
-    );
-    if let Some(source) = remembered {
-        if let Some(source) = source {
-            caches.jwks.refresh_if_stale(source);
+    // Its key set is the one of that issuer's URL: the token was verified
+    // with the issuer `claimed` found, in this same compiled policy.
+    let remembered = identity.verified.peek(token, &access.audiences, now, |claims, set| {
+        let source = identity
+            .jwt
+            .iter()
+            .find(|issuer| issuer.issuer == claims.issuer)
+            .and_then(|issuer| issuer.remote.as_ref());
+        if let (Some(source), Some(set)) = (source, set) {
+            caches.jwks.refresh_stale(set, source);
         }
+    });
+    if remembered.is_some() {
         return;
     }
     if let Ok((issuer, header)) = jwt::claimed(&identity.jwt, token)
@@ -462,7 +458,7 @@ fn verify_bearer(
 ) -> Result<Principal, AuthError> {
     if !identity.jwt.is_empty() && jwt::looks_like_jwt(token) {
         let now = std::time::SystemTime::now();
-        let claims = match identity.verified.get(token, audiences, now, |url| jwks.keys(url)) {
+        let claims = match identity.verified.get(token, audiences, now) {
             Some(claims) => claims,
             None => {
                 let (claims, keys) = jwt::verify_with(&identity.jwt, audiences, token, jwks)

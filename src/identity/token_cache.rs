@@ -12,9 +12,8 @@
 //! bytes, or whose groups and scopes take more, is not kept; a full shard
 //! drops its expired entries, then the one that expires first.
 
-use super::jwks::Keys;
+use super::jwks::{KeyMap, KeySet, VerifiedWith};
 use super::jwt::Claims;
-use http::Uri;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, Weak};
@@ -30,10 +29,10 @@ struct Entry {
     token: Box<str>,
     audiences: Box<[String]>,
     claims: Claims,
-    /// The fetched key set the signature was checked with (weakly: a set
-    /// replaced by a refetch is freed, and its address is not reused while
-    /// this is held), and its URL.
-    keys: Option<(Uri, Weak<HashMap<String, jsonwebtoken::DecodingKey>>)>,
+    /// The URL's key set, and the keys in it the signature was checked
+    /// with (weakly: keys replaced by a refetch are freed, and their
+    /// address is not reused while this is held).
+    keys: Option<(Arc<KeySet>, Weak<KeyMap>)>,
 }
 
 /// The cache; see the module's documentation.
@@ -68,27 +67,20 @@ impl VerifiedTokens {
     }
 
     /// The claims of `token` verified earlier for `audiences`, if still
-    /// good at `now`. `current_keys` gives the key set now in use for a
-    /// JWKS URL (the one the entry was verified against).
-    pub fn get(
-        &self,
-        token: &str,
-        audiences: &[String],
-        now: SystemTime,
-        current_keys: impl FnOnce(&Uri) -> Keys,
-    ) -> Option<Claims> {
-        self.peek(token, audiences, now, current_keys, Claims::clone)
+    /// good at `now` (and, for keys from a JWKS URL, verified with the keys
+    /// still in use).
+    pub fn get(&self, token: &str, audiences: &[String], now: SystemTime) -> Option<Claims> {
+        self.peek(token, audiences, now, |claims, _| claims.clone())
     }
 
-    /// What `found` makes of the claims [`Self::get`] would return,
-    /// without copying them.
+    /// What `found` makes of the claims [`Self::get`] would return, and of
+    /// the JWKS URL's key set they were verified with, without copying them.
     pub fn peek<T>(
         &self,
         token: &str,
         audiences: &[String],
         now: SystemTime,
-        current_keys: impl FnOnce(&Uri) -> Keys,
-        found: impl FnOnce(&Claims) -> T,
+        found: impl FnOnce(&Claims, Option<&Arc<KeySet>>) -> T,
     ) -> Option<T> {
         let (hash, shard) = self.key(token, audiences);
         let shard = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
@@ -97,12 +89,12 @@ impl VerifiedTokens {
         if !fits {
             return None;
         }
-        if let Some((url, verified_with)) = &entry.keys
-            && !std::ptr::eq(verified_with.as_ptr(), Arc::as_ptr(&current_keys(url)))
+        if let Some((set, verified_with)) = &entry.keys
+            && !set.in_use(verified_with)
         {
             return None;
         }
-        Some(found(&entry.claims))
+        Some(found(&entry.claims, entry.keys.as_ref().map(|(set, _)| set)))
     }
 
     /// Remembers a verified token.
@@ -111,7 +103,7 @@ impl VerifiedTokens {
         token: &str,
         audiences: &[String],
         claims: &Claims,
-        keys: Option<(Uri, Keys)>,
+        keys: Option<VerifiedWith>,
         now: SystemTime,
     ) {
         let claimed: usize = claims.groups.iter().chain(&claims.scopes).map(|c| c.len() + 24).sum();
@@ -130,7 +122,7 @@ impl VerifiedTokens {
                 shard.remove(&first);
             }
         }
-        let keys = keys.map(|(url, keys)| (url, Arc::downgrade(&keys)));
+        let keys = keys.map(|(set, keys)| (set, Arc::downgrade(&keys)));
         let entry = Entry { token: token.into(), audiences: audiences.into(), claims: claims.clone(), keys };
         shard.insert(hash, entry);
     }
@@ -148,6 +140,7 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::jwks::Keys;
     use std::time::Duration;
 
     fn claims(expires: SystemTime) -> Claims {
@@ -160,10 +153,6 @@ mod tests {
         }
     }
 
-    fn no_keys(_: &Uri) -> Keys {
-        Arc::new(HashMap::new())
-    }
-
     #[test]
     fn an_entry_serves_only_the_same_token_audiences_and_time() {
         let cache = VerifiedTokens::default();
@@ -171,22 +160,18 @@ mod tests {
         let until = now + Duration::from_secs(60);
         let aud = vec!["https://mcp/a".to_owned()];
         cache.insert("t.o.k", &aud, &claims(until), None, now);
-        assert_eq!(cache.get("t.o.k", &aud, now, no_keys), Some(claims(until)));
-        assert_eq!(cache.get("t.o.x", &aud, now, no_keys), None, "another token");
-        assert_eq!(cache.get("t.o.k", &["https://mcp/b".to_owned()], now, no_keys), None, "another audience");
-        assert_eq!(cache.get("t.o.k", &aud, until, no_keys), None, "expired");
-        assert_eq!(cache.get("t.o.k", &aud, until - Duration::from_millis(1), no_keys), Some(claims(until)));
+        assert_eq!(cache.get("t.o.k", &aud, now), Some(claims(until)));
+        assert_eq!(cache.get("t.o.x", &aud, now), None, "another token");
+        assert_eq!(cache.get("t.o.k", &["https://mcp/b".to_owned()], now), None, "another audience");
+        assert_eq!(cache.get("t.o.k", &aud, until), None, "expired");
+        assert_eq!(cache.get("t.o.k", &aud, until - Duration::from_millis(1)), Some(claims(until)));
         // `peek` finds as `get` does.
         let b = vec!["https://mcp/b".to_owned()];
         for (token, audiences, at) in
             [("t.o.k", &aud, now), ("t.o.x", &aud, now), ("t.o.k", &b, now), ("t.o.k", &aud, until)]
         {
-            let found = cache.get(token, audiences, at, no_keys).is_some();
-            assert_eq!(
-                cache.peek(token, audiences, at, no_keys, |_| ()).is_some(),
-                found,
-                "{token} {audiences:?}"
-            );
+            let found = cache.get(token, audiences, at).is_some();
+            assert_eq!(cache.peek(token, audiences, at, |_, _| ()).is_some(), found, "{token} {audiences:?}");
         }
     }
 
@@ -195,27 +180,24 @@ mod tests {
         let cache = VerifiedTokens::default();
         let now = SystemTime::now();
         let until = now + Duration::from_secs(60);
-        let url: Uri = "https://id/jwks".parse().unwrap();
-        let keys: Keys = Arc::new(HashMap::new());
-        cache.insert("t.o.k", &[], &claims(until), Some((url.clone(), keys.clone())), now);
+        let url: http::Uri = "https://id/jwks".parse().unwrap();
+        let set = super::super::jwks::RemoteKeys::new().set(&url);
+        let keys: Keys = set.keys();
+        cache.insert("t.o.k", &[], &claims(until), Some((set.clone(), keys.clone())), now);
         let weak = Arc::downgrade(&keys);
-        let mut asked = None;
-        assert!(
-            cache
-                .get("t.o.k", &[], now, |u| {
-                    asked = Some(u.clone());
-                    keys.clone()
-                })
-                .is_some()
-        );
-        assert_eq!(asked.as_ref(), Some(&url), "the key set of the URL it was verified against");
-        assert_eq!(cache.get("t.o.k", &[], now, no_keys), None, "keys were fetched again");
-        let issuer = |claims: &Claims| claims.issuer.clone();
-        assert_eq!(cache.peek("t.o.k", &[], now, |_| keys.clone(), issuer), Some(claims(until).issuer));
-        assert_eq!(cache.peek("t.o.k", &[], now, no_keys, issuer), None, "nor is it peeked at");
+        assert_eq!(cache.get("t.o.k", &[], now), Some(claims(until)));
+        let issuer = |claims: &Claims, found: Option<&Arc<KeySet>>| {
+            assert!(found.is_some_and(|found| Arc::ptr_eq(found, &set)), "the URL's key set is given");
+            claims.issuer.clone()
+        };
+        assert_eq!(cache.peek("t.o.k", &[], now, issuer), Some(claims(until).issuer));
+        // Keys fetched again: the entry no longer serves.
+        set.install(HashMap::new());
+        assert_eq!(cache.get("t.o.k", &[], now), None, "keys were fetched again");
+        assert_eq!(cache.peek("t.o.k", &[], now, |_, _| ()), None, "nor is it peeked at");
         drop(keys);
         assert!(weak.upgrade().is_none(), "a replaced key set is not kept alive by the cache");
-        assert_eq!(cache.get("t.o.k", &[], now, no_keys), None);
+        assert_eq!(cache.get("t.o.k", &[], now), None);
     }
 
     #[test]
@@ -228,14 +210,14 @@ mod tests {
         }
         assert!(cache.len() <= CAPACITY, "{}", cache.len());
         cache.insert(&"x".repeat(MAX_TOKEN + 1), &[], &claims(until), None, now);
-        assert_eq!(cache.get(&"x".repeat(MAX_TOKEN + 1), &[], now, no_keys), None, "too long to keep");
+        assert_eq!(cache.get(&"x".repeat(MAX_TOKEN + 1), &[], now), None, "too long to keep");
         // Expired entries go first when a shard is full.
         let cache = VerifiedTokens::default();
         for n in 0..CAPACITY {
             cache.insert(&format!("old-{n}"), &[], &claims(now), None, now - Duration::from_secs(1));
         }
         cache.insert("fresh", &[], &claims(until), None, now);
-        assert!(cache.get("fresh", &[], now, no_keys).is_some());
+        assert!(cache.get("fresh", &[], now).is_some());
         // A flood of new tokens evicts one entry per token, the one that
         // expires first: a long-lived entry survives a full shard's churn.
         let cache = VerifiedTokens::default();
@@ -243,11 +225,11 @@ mod tests {
         for n in 0..CAPACITY * 2 {
             cache.insert(&format!("churn-{n}"), &[], &claims(until), None, now);
         }
-        assert!(cache.get("kept", &[], now, no_keys).is_some(), "evicted by churn");
+        assert!(cache.get("kept", &[], now).is_some(), "evicted by churn");
         // Claims too big to keep.
         let mut big = claims(until);
         big.groups = (0..200).map(|n| n.to_string()).collect();
         cache.insert("big", &[], &big, None, now);
-        assert_eq!(cache.get("big", &[], now, no_keys), None);
+        assert_eq!(cache.get("big", &[], now), None);
     }
 }

@@ -65,6 +65,14 @@ impl Writer {
     }
 }
 
+/// The last handle gone: the writer finds the queue closed, writes what is
+/// left and ends, rather than sleep for good.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.thread.unpark();
+    }
+}
+
 /// The `MakeWriter` given to the subscriber.
 #[derive(Clone)]
 pub struct QueuedWriter {
@@ -356,8 +364,10 @@ mod tests {
         let elapsed = started.elapsed();
         drop(flusher);
         let writes = *out.writes.lock().unwrap();
-        // Every write after the first follows a gather; one more for the flush.
-        let most = (elapsed.as_millis() / GATHER.as_millis()) as usize + 3;
+        // Every write after the first follows a gather, or a quiet spell of
+        // as long (a line that came as the writer went to sleep may cut the
+        // next gather short); one more for the flush.
+        let most = 2 * (elapsed.as_millis() / GATHER.as_millis()) as usize + 3;
         assert!(writes <= most, "{writes} writes for {sent} lines in {elapsed:?}: at most {most}");
         let text = String::from_utf8(out.written.lock().unwrap().clone()).unwrap();
         let expected: String = (0..sent).map(|n| format!("line {n}\n")).collect();
@@ -378,6 +388,41 @@ mod tests {
                 assert!(std::time::Instant::now() < deadline, "line {n} was never written");
                 std::thread::sleep(Duration::from_millis(1));
             }
+        }
+    }
+
+    /// An output that says when it is dropped (when the writer ends).
+    struct Dropped(Arc<Mutex<bool>>);
+
+    impl Write for Dropped {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = true;
+        }
+    }
+
+    #[test]
+    fn the_writer_ends_when_every_handle_is_gone() {
+        let ended = Arc::new(Mutex::new(false));
+        let (writer, flusher) = start(Dropped(ended.clone()), Counter::default()).expect("writer thread");
+        writeln!(writer.make_writer(), "a line").unwrap();
+        drop(flusher);
+        // Long enough for the writer to sleep for want of lines.
+        std::thread::sleep(GATHER * 3);
+        drop(writer);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !*ended.lock().unwrap() {
+            assert!(std::time::Instant::now() < deadline, "the writer sleeps on with nobody to write for");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -262,3 +262,57 @@ async fn an_upstream_that_never_finishes_its_answer_is_cut_off() -> TestResult {
     }
     Ok(())
 }
+
+/// The threads a process runs now.
+#[cfg(target_os = "linux")]
+fn threads(pid: u32) -> Result<usize, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find_map(|line| line.strip_prefix("Threads:")).ok_or("no Threads line")?;
+    Ok(line.trim().parse()?)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_flood_of_large_lists_is_judged_a_few_at_a_time() -> TestResult {
+    // Over 64 KiB, so judged off the runtime's workers; the memo is off,
+    // so every answer is filtered afresh.
+    let description = "a tool of a large catalogue ".repeat(40);
+    let tools: Vec<serde_json::Value> = (0..120)
+        .map(|n| serde_json::json!({ "name": format!("tool_{n:03}"), "description": description }))
+        .collect();
+    let answer = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "result": { "tools": tools } }).to_string();
+    assert!(answer.len() > 128 << 10);
+    let answer = Bytes::from(answer);
+    let upstream = serve_http(move |_request: http::Request<hyper::body::Incoming>| {
+        let mut response = http::Response::new(http_body_util::Full::new(answer.clone()));
+        response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+        std::future::ready(response)
+    })
+    .await;
+    let servers = "virtual_servers:\n  default:\n    anonymous: true\n    tools: { allow: [\"tool_0*\"] }\n";
+    let policy_file = scratch_dir().join("policy.yaml");
+    std::fs::write(&policy_file, policy(upstream, "  list_memo: 0", servers))?;
+    let process = Process::start(&policy_file)?;
+    let listening = process.wait_for("toolgate listening")?;
+    let addr: SocketAddr = listening["proxy"].as_str().ok_or("no proxy")?.parse()?;
+    let before = threads(process.child.id())?;
+
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let flood = (0..48).map(|_| tokio::spawn(async move { post(addr, &[], list).await }));
+    for reply in flood.collect::<Vec<_>>() {
+        let reply = reply.await?;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["result"]["tools"].as_array().map(Vec::len), Some(100));
+    }
+    // The blocking pool keeps the threads it started for a while after.
+    let cores = std::thread::available_parallelism()?.get();
+    let after = threads(process.child.id())?;
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", process.child.id()))?
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .collect();
+    assert!(
+        after <= before + cores,
+        "{before} threads before 48 large lists at once, {after} after: {names:?}"
+    );
+    Ok(())
+}

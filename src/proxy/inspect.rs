@@ -22,8 +22,8 @@
 use super::exchange::{End, Ending};
 use super::forward::{ReadError, UpstreamBody};
 use super::list_memo::{Judged, Key, ListMemo};
-use super::live;
 use super::{Gateway, PARSE_INLINE, ProxyBody};
+use super::{live, offload};
 use crate::identity::{self, describe};
 use crate::mcp::headers::{self, SingleHeader};
 use crate::mcp::list_filter::{self, Outcome};
@@ -298,7 +298,7 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
             } else {
                 // Off the runtime's workers, as large request bodies are.
                 let (judge, bytes) = (judge.clone(), bytes.clone());
-                tokio::task::spawn_blocking(move || judge.judge(&bytes))
+                offload::run(move || judge.judge(&bytes))
                     .await
                     .unwrap_or_else(|_| Err("the answer could not be judged".into()))
             };
@@ -331,7 +331,7 @@ struct FilteredEvents {
     inner: UpstreamBody,
     splitter: Splitter,
     ready: VecDeque<Bytes>,
-    judging: Option<tokio::task::JoinHandle<Verdict>>,
+    judging: Option<offload::Pending<Verdict>>,
     /// A live stream's wait for a reload or its credential's expiry.
     waiting: Option<live::Waiting>,
     ended: bool,
@@ -406,7 +406,7 @@ impl FilteredEvents {
                         continue;
                     }
                     let judge = self.judge.clone();
-                    self.judging = Some(tokio::task::spawn_blocking(move || judge.event(event)));
+                    self.judging = Some(Box::pin(offload::run(move || judge.event(event))));
                 }
                 Ok(Some(event)) => {
                     let verdict = self.judge.event(event);

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod inspect;
 pub mod list_memo;
 mod live;
+pub mod offload;
 mod pool;
 pub mod refusal;
 pub mod session;
@@ -330,9 +331,9 @@ fn timeout_for(server: &VirtualServer, upstream: &Upstream, payload: &Payload<'_
         .unwrap_or(default)
 }
 
-/// Bodies larger than this are parsed on the blocking pool, so that no
-/// request waits on a runtime worker behind another's parse (serde_json
-/// reads 64 KiB in well under a millisecond).
+/// Bodies larger than this are parsed off the runtime's workers
+/// ([`offload`]), so that no request waits on a worker behind another's
+/// parse (serde_json reads 64 KiB in well under a millisecond).
 pub const PARSE_INLINE: usize = 64 << 10;
 
 /// Parses a POST body as a JSON-RPC payload.
@@ -341,7 +342,7 @@ async fn parse_payload(bytes: &Bytes) -> Result<Payload<'_>, Refusal> {
         return Ok(envelope::parse(bytes)?);
     }
     let body = bytes.clone();
-    match tokio::task::spawn_blocking(move || envelope::parse(&body).map(Payload::into_owned)).await {
+    match offload::run(move || envelope::parse(&body).map(Payload::into_owned)).await {
         Ok(parsed) => Ok(parsed?),
         Err(_) => Err(Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,0 +1,165 @@
+//! Work too long for a runtime worker — parsing a large request body,
+//! judging a large list result or SSE event — runs on a pool of its own,
+//! one thread per core. Jobs wait their turn first come, first served,
+//! holding neither a runtime worker nor a thread: a flood of large lists
+//! cannot start hundreds of threads (as the runtime's blocking pool
+//! would), nor crowd the runtime's workers, and everyone else's small
+//! requests, off the CPU.
+//!
+//! A job whose caller is gone before its turn (a client that hung up) is
+//! skipped. One that panics fails alone; its thread goes on.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+use tokio::sync::oneshot;
+
+/// The job was not run to its end: it panicked, or the pool has no
+/// thread (the system refused them).
+#[derive(Debug)]
+pub struct Failed;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A job's answer to come, as a value to keep (in a body, say).
+pub type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Failed>> + Send>>;
+
+struct Pool {
+    jobs: Mutex<VecDeque<Job>>,
+    waiting: Condvar,
+    threads: usize,
+}
+
+/// Threads in the pool: the machine's cores.
+pub fn slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |cores| cores.get())
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = (0..slots())
+            .filter(|n| {
+                std::thread::Builder::new()
+                    .name(format!("toolgate-judge-{n}"))
+                    .spawn(|| work(POOL.get_or_init(unreachable_pool)))
+                    .is_ok()
+            })
+            .count();
+        Pool { jobs: Mutex::default(), waiting: Condvar::new(), threads }
+    })
+}
+
+/// Never called: a pool thread only runs once `POOL` holds its pool
+/// (`get_or_init` there waits for the initialisation under way).
+fn unreachable_pool() -> Pool {
+    Pool { jobs: Mutex::default(), waiting: Condvar::new(), threads: 0 }
+}
+
+fn work(pool: &Pool) {
+    loop {
+        let job = {
+            let mut jobs = pool.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                match jobs.pop_front() {
+                    Some(job) => break job,
+                    None => jobs = pool.waiting.wait(jobs).unwrap_or_else(PoisonError::into_inner),
+                }
+            }
+        };
+        // A panic drops the job's answer channel: its caller hears `Failed`.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+    }
+}
+
+/// Runs `job` on the pool when its turn comes.
+pub async fn run<T, F>(job: F) -> Result<T, Failed>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool();
+    if pool.threads == 0 {
+        return Err(Failed);
+    }
+    let (answer, answered) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        if !answer.is_closed() {
+            let _ = answer.send(job());
+        }
+    });
+    pool.jobs.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
+    pool.waiting.notify_one();
+    answered.await.map_err(|_| Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn no_more_jobs_than_cores_run_at_once_and_a_panic_fails_alone() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..slots() * 4 + 3).map(|_| {
+            let (running, most) = (running.clone(), most.clone());
+            tokio::spawn(run(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+            }))
+        });
+        for job in jobs.collect::<Vec<_>>() {
+            assert!(job.await.unwrap().is_ok());
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most >= 1 && most <= slots(), "{most} jobs at once, {} threads", slots());
+
+        let panicked = run(|| -> usize { panic!("a job that panics") }).await;
+        assert!(panicked.is_err());
+        for n in 0..slots() * 2 {
+            assert_eq!(run(move || n * 2).await.unwrap(), n * 2, "the pool goes on after a panic");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_is_gone_is_skipped() {
+        // Every thread busy, then a job queued behind them and abandoned.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let started = Arc::new(AtomicUsize::new(0));
+        let busy: Vec<_> = (0..slots())
+            .map(|_| {
+                let (released, started) = (released.clone(), started.clone());
+                tokio::spawn(run(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                }))
+            })
+            .collect();
+        while started.load(Ordering::SeqCst) < slots() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            run(move || counted.fetch_add(1, Ordering::SeqCst)),
+        )
+        .await;
+        assert!(abandoned.is_err(), "it waited its turn");
+        for _ in 0..slots() {
+            release.send(()).unwrap();
+        }
+        for job in busy {
+            job.await.unwrap().unwrap();
+        }
+        // The pool has moved on past the abandoned job.
+        assert_eq!(run(|| 7).await.unwrap(), 7);
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "the abandoned job never ran");
+    }
+}

@@ -115,6 +115,7 @@ impl Server {
         if let (Ok(p), Ok(a)) = (proxy.local_addr(), admin.local_addr()) {
             tracing::info!(proxy = %p, admin = %a, max_connections, "toolgate listening");
         }
+        proxy::offload::start();
         let timeouts = Timeouts { handshake: listen.handshake_timeout, idle: listen.idle_timeout };
         let (drain, draining) = watch::channel(false);
         let (pressure, pressured) = watch::channel(false);

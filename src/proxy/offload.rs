@@ -7,15 +7,17 @@
 //! requests, off the CPU.
 //!
 //! A job whose caller is gone before its turn (a client that hung up) is
-//! skipped. One that panics fails alone; its thread goes on.
+//! skipped (its input is let go then). One that panics fails alone; its
+//! thread goes on. The threads start with the server ([`start`]); should
+//! the system refuse every one, jobs go to the runtime's blocking pool as
+//! they did before this pool, and the error says so.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use tokio::sync::oneshot;
 
-/// The job was not run to its end: it panicked, or the pool has no
-/// thread (the system refused them).
+/// The job was not run to its end: it panicked.
 #[derive(Debug)]
 pub struct Failed;
 
@@ -35,6 +37,11 @@ pub fn slots() -> usize {
     std::thread::available_parallelism().map_or(2, |cores| cores.get())
 }
 
+/// Starts the pool's threads (at the latest, the first job does).
+pub fn start() {
+    pool();
+}
+
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -46,6 +53,14 @@ fn pool() -> &'static Pool {
                     .is_ok()
             })
             .count();
+        if threads < slots() {
+            tracing::error!(
+                started = threads,
+                wanted = slots(),
+                "the system refused threads for judging large bodies and answers{}",
+                if threads == 0 { ": they are judged on the runtime's blocking pool instead" } else { "" }
+            );
+        }
         Pool { jobs: Mutex::default(), waiting: Condvar::new(), threads }
     })
 }
@@ -80,7 +95,7 @@ where
 {
     let pool = pool();
     if pool.threads == 0 {
-        return Err(Failed);
+        return tokio::task::spawn_blocking(job).await.map_err(|_| Failed);
     }
     let (answer, answered) = oneshot::channel();
     let job: Job = Box::new(move || {

@@ -111,6 +111,14 @@ impl Judge {
         }
     }
 
+    /// [`Self::judge`] for a text the memo was already asked about.
+    fn judge_afresh(&self, text: &[u8]) -> Result<Option<Bytes>, String> {
+        if !list_filter::may_hold_list(text) {
+            return Ok(None);
+        }
+        self.filter(text)
+    }
+
     /// [`Self::judge`]'s answer if the memo has it. Only list results are
     /// remembered, so a text that holds none is simply not found: no
     /// pre-scan is needed, and a lookup is cheap enough for a runtime
@@ -183,6 +191,15 @@ impl Judge {
     /// canonical form (see [`sse::Event`]), so no reader finds data toolgate
     /// did not judge.
     fn event(&self, event: sse::Event) -> Verdict {
+        self.event_by(event, Self::judge)
+    }
+
+    /// [`Self::event`], its data judged by `judge`.
+    fn event_by(
+        &self,
+        event: sse::Event,
+        judge: fn(&Self, &[u8]) -> Result<Option<Bytes>, String>,
+    ) -> Verdict {
         if self.live.is_some()
             && let Err(reason) = self.current()
         {
@@ -191,7 +208,7 @@ impl Judge {
         if !event.has_data {
             return Verdict::Forward(event.forwardable());
         }
-        match self.judge(&event.data) {
+        match judge(self, &event.data) {
             Ok(None) => Verdict::Forward(event.forwardable()),
             Ok(Some(data)) => Verdict::Forward(event.with_data(&data)),
             Err(reason) => Verdict::Refuse(reason),
@@ -298,7 +315,7 @@ pub async fn inspect(judge: Judge, response: Response<UpstreamBody>) -> Response
             } else {
                 // Off the runtime's workers, as large request bodies are.
                 let (judge, bytes) = (judge.clone(), bytes.clone());
-                offload::run(move || judge.judge(&bytes))
+                offload::run(move || judge.judge_afresh(&bytes))
                     .await
                     .unwrap_or_else(|_| Err("the answer could not be judged".into()))
             };
@@ -406,7 +423,8 @@ impl FilteredEvents {
                         continue;
                     }
                     let judge = self.judge.clone();
-                    self.judging = Some(Box::pin(offload::run(move || judge.event(event))));
+                    self.judging =
+                        Some(Box::pin(offload::run(move || judge.event_by(event, Judge::judge_afresh))));
                 }
                 Ok(Some(event)) => {
                     let verdict = self.judge.event(event);

@@ -26,11 +26,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A job's answer to come, as a value to keep (in a body, say).
 pub type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Failed>> + Send>>;
 
-struct Pool {
+struct Queue {
     jobs: Mutex<VecDeque<Job>>,
     waiting: Condvar,
-    threads: usize,
 }
+
+static QUEUE: Queue = Queue { jobs: Mutex::new(VecDeque::new()), waiting: Condvar::new() };
 
 /// Threads in the pool: the machine's cores.
 pub fn slots() -> usize {
@@ -39,18 +40,16 @@ pub fn slots() -> usize {
 
 /// Starts the pool's threads (at the latest, the first job does).
 pub fn start() {
-    pool();
+    threads();
 }
 
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
+/// The pool's threads, started on first asking.
+fn threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
         let threads = (0..slots())
             .filter(|n| {
-                std::thread::Builder::new()
-                    .name(format!("toolgate-judge-{n}"))
-                    .spawn(|| work(POOL.get_or_init(unreachable_pool)))
-                    .is_ok()
+                std::thread::Builder::new().name(format!("toolgate-judge-{n}")).spawn(|| work(&QUEUE)).is_ok()
             })
             .count();
         if threads < slots() {
@@ -61,24 +60,18 @@ fn pool() -> &'static Pool {
                 if threads == 0 { ": they are judged on the runtime's blocking pool instead" } else { "" }
             );
         }
-        Pool { jobs: Mutex::default(), waiting: Condvar::new(), threads }
+        threads
     })
 }
 
-/// Never called: a pool thread only runs once `POOL` holds its pool
-/// (`get_or_init` there waits for the initialisation under way).
-fn unreachable_pool() -> Pool {
-    Pool { jobs: Mutex::default(), waiting: Condvar::new(), threads: 0 }
-}
-
-fn work(pool: &Pool) {
+fn work(queue: &Queue) {
     loop {
         let job = {
-            let mut jobs = pool.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut jobs = queue.jobs.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
                 match jobs.pop_front() {
                     Some(job) => break job,
-                    None => jobs = pool.waiting.wait(jobs).unwrap_or_else(PoisonError::into_inner),
+                    None => jobs = queue.waiting.wait(jobs).unwrap_or_else(PoisonError::into_inner),
                 }
             }
         };
@@ -93,8 +86,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let pool = pool();
-    if pool.threads == 0 {
+    if threads() == 0 {
         return tokio::task::spawn_blocking(job).await.map_err(|_| Failed);
     }
     let (answer, answered) = oneshot::channel();
@@ -103,8 +95,8 @@ where
             let _ = answer.send(job());
         }
     });
-    pool.jobs.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
-    pool.waiting.notify_one();
+    QUEUE.jobs.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
+    QUEUE.waiting.notify_one();
     answered.await.map_err(|_| Failed)
 }
 

@@ -6,15 +6,17 @@
 //! would), nor crowd the runtime's workers, and everyone else's small
 //! requests, off the CPU.
 //!
-//! A job whose caller is gone before its turn (a client that hung up) is
-//! skipped (its input is let go then). One that panics fails alone; its
+//! A job whose caller is gone before its turn (a client that hung up)
+//! lets its input go at once and is skipped when its turn comes: what
+//! waits in the queue for a caller that left is a few dozen bytes, not the
+//! body or answer it was to judge. One that panics fails alone; its
 //! thread goes on. The threads start with the server ([`start`]); should
 //! the system refuse every one, jobs go to the runtime's blocking pool as
 //! they did before this pool, and the error says so.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use tokio::sync::oneshot;
 
 /// The job was not run to its end: it panicked.
@@ -90,20 +92,40 @@ where
         return tokio::task::spawn_blocking(job).await.map_err(|_| Failed);
     }
     let (answer, answered) = oneshot::channel();
+    // The job (and the input it holds) sits in a slot both ends reach: the
+    // pool takes it out to run it; a caller gone first takes it out to drop it.
+    let slot = Arc::new(Mutex::new(Some(job)));
+    let queued = slot.clone();
     let job: Job = Box::new(move || {
-        if !answer.is_closed() {
+        let job = take(&queued);
+        if let Some(job) = job
+            && !answer.is_closed()
+        {
             let _ = answer.send(job());
         }
     });
+    let _abandon = Abandon(slot);
     QUEUE.jobs.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
     QUEUE.waiting.notify_one();
     answered.await.map_err(|_| Failed)
 }
 
+fn take<F>(slot: &Mutex<Option<F>>) -> Option<F> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// Drops a job not yet started when its caller goes.
+struct Abandon<F>(Arc<Mutex<Option<F>>>);
+
+impl<F> Drop for Abandon<F> {
+    fn drop(&mut self) {
+        drop(take(&self.0));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -134,7 +156,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_whose_caller_is_gone_is_skipped() {
+    async fn a_job_whose_caller_is_gone_lets_its_input_go_at_once_and_is_skipped() {
         // Every thread busy, then a job queued behind them and abandoned.
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Arc::new(Mutex::new(released));
@@ -153,12 +175,15 @@ mod tests {
         }
         let ran = Arc::new(AtomicUsize::new(0));
         let counted = ran.clone();
+        let input = Arc::new(vec![0u8; 1 << 20]);
+        let held = input.clone();
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
-            run(move || counted.fetch_add(1, Ordering::SeqCst)),
+            run(move || counted.fetch_add(held.len(), Ordering::SeqCst)),
         )
         .await;
         assert!(abandoned.is_err(), "it waited its turn");
+        assert_eq!(Arc::strong_count(&input), 1, "the abandoned job's input was let go before its turn");
         for _ in 0..slots() {
             release.send(()).unwrap();
         }

@@ -24,6 +24,9 @@ pub const CAPACITY: usize = 4096;
 /// Longer tokens are verified every time.
 pub const MAX_TOKEN: usize = 4096;
 const SHARDS: usize = 16;
+/// The bytes of a token its cache key is taken from: its last ones, of
+/// its signature, which no two tokens verified share.
+const KEYED_TAIL: usize = 48;
 
 struct Entry {
     token: Box<str>,
@@ -37,13 +40,46 @@ struct Entry {
 
 /// The cache; see the module's documentation.
 pub struct VerifiedTokens {
-    shards: [Mutex<HashMap<u64, Entry>>; SHARDS],
+    shards: [Mutex<HashMap<u64, Entry, Keyed>>; SHARDS],
     hasher: RandomState,
+}
+
+/// The shards' maps are keyed by a hash already taken with a random key:
+/// it is used as it is, not hashed again.
+#[derive(Default, Clone, Copy)]
+struct Keyed;
+
+impl BuildHasher for Keyed {
+    type Hasher = KeyedHasher;
+    fn build_hasher(&self) -> KeyedHasher {
+        KeyedHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct KeyedHasher(u64);
+
+impl std::hash::Hasher for KeyedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; anything else still spreads.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 impl Default for VerifiedTokens {
     fn default() -> Self {
-        Self { shards: std::array::from_fn(|_| Mutex::new(HashMap::new())), hasher: RandomState::new() }
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(Keyed))),
+            hasher: RandomState::new(),
+        }
     }
 }
 
@@ -61,9 +97,16 @@ impl std::fmt::Debug for VerifiedTokens {
 }
 
 impl VerifiedTokens {
+    /// The entry's key (a random-keyed hash) and shard. Of a long token
+    /// only the tail is hashed: an entry is used only for the very same
+    /// token, compared whole, and is made only for a token whose signature
+    /// verified, so a tail two tokens share can only make one replace the
+    /// other, never one pass for the other.
     fn key(&self, token: &str, audiences: &[String]) -> (u64, usize) {
-        let hash = self.hasher.hash_one((token, audiences));
-        (hash, (hash as usize) % SHARDS)
+        let bytes = token.as_bytes();
+        let tail = bytes.get(bytes.len().saturating_sub(KEYED_TAIL)..).unwrap_or(bytes);
+        let hash = self.hasher.hash_one((tail, bytes.len(), audiences));
+        (hash, (hash >> 32) as usize % SHARDS)
     }
 
     /// The claims of `token` verified earlier for `audiences`, if still
@@ -173,6 +216,27 @@ mod tests {
             let found = cache.get(token, audiences, at).is_some();
             assert_eq!(cache.peek(token, audiences, at, |_, _| ()).is_some(), found, "{token} {audiences:?}");
         }
+    }
+
+    #[test]
+    fn tokens_that_share_their_keyed_tail_never_pass_for_each_other() {
+        let cache = VerifiedTokens::default();
+        let now = SystemTime::now();
+        let until = now + Duration::from_secs(60);
+        let tail = "s".repeat(KEYED_TAIL);
+        let (a, b) = (format!("header.alice.{tail}"), format!("header.mallo.{tail}"));
+        let mut mallory = claims(until);
+        mallory.subject = "mallory".into();
+        cache.insert(&a, &[], &claims(until), None, now);
+        assert_eq!(cache.get(&b, &[], now), None, "the same tail and length, another token");
+        cache.insert(&b, &[], &mallory, None, now);
+        assert_eq!(cache.get(&b, &[], now), Some(mallory));
+        assert_eq!(cache.get(&a, &[], now), None, "replaced, not served another's claims");
+        // Tokens that differ only before the tail are still told apart
+        // when they differ in length, and short tokens are hashed whole.
+        cache.insert("t.o.k", &[], &claims(until), None, now);
+        cache.insert("t.o.x", &[], &claims(until), None, now);
+        assert_eq!(cache.len(), 3);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!
 //! A job whose caller is gone before its turn (a client that hung up)
 //! lets its input go at once and is skipped when its turn comes: what
-//! waits in the queue for a caller that left is a few dozen bytes, not the
-//! body or answer it was to judge. One that panics fails alone; its
+//! waits in the queue for a caller that left is a few hundred bytes at
+//! most, not the body or answer it was to judge. One that panics fails alone; its
 //! thread goes on. The threads start with the server ([`start`]); should
 //! the system refuse every one, jobs go to the runtime's blocking pool as
 //! they did before this pool, and the error says so.
@@ -88,23 +88,22 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    if threads() == 0 {
-        return tokio::task::spawn_blocking(job).await.map_err(|_| Failed);
-    }
-    let (answer, answered) = oneshot::channel();
     // The job (and the input it holds) sits in a slot both ends reach: the
     // pool takes it out to run it; a caller gone first takes it out to drop it.
     let slot = Arc::new(Mutex::new(Some(job)));
-    let queued = slot.clone();
+    let _abandon = Abandon(slot.clone());
+    if threads() == 0 {
+        let ran = tokio::task::spawn_blocking(move || take(&slot).map(|job| job())).await;
+        return ran.ok().flatten().ok_or(Failed);
+    }
+    let (answer, answered) = oneshot::channel();
     let job: Job = Box::new(move || {
-        let job = take(&queued);
-        if let Some(job) = job
+        if let Some(job) = take(&slot)
             && !answer.is_closed()
         {
             let _ = answer.send(job());
         }
     });
-    let _abandon = Abandon(slot);
     QUEUE.jobs.lock().unwrap_or_else(PoisonError::into_inner).push_back(job);
     QUEUE.waiting.notify_one();
     answered.await.map_err(|_| Failed)
@@ -170,7 +169,9 @@ mod tests {
                 }))
             })
             .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while started.load(Ordering::SeqCst) < slots() {
+            assert!(std::time::Instant::now() < deadline, "the pool's threads did not all start");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let ran = Arc::new(AtomicUsize::new(0));

@@ -290,9 +290,11 @@ fn count_member<E: de::Error>(count: &mut usize) -> Result<(), E> {
     Ok(())
 }
 
-fn set_once<T, E: de::Error>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), E> {
+/// Fills `slot` with the value of `{path}{key}`, refusing it twice (the
+/// key's path is spelled out on that error alone).
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, path: &str, key: &str, value: T) -> Result<(), E> {
     if slot.is_some() {
-        return Err(E::custom(format_args!("duplicate key `{key}` in the JSON-RPC message")));
+        return Err(E::custom(format_args!("duplicate key `{path}{key}` in the JSON-RPC message")));
     }
     *slot = Some(value);
     Ok(())
@@ -326,7 +328,7 @@ impl<'de> Deserialize<'de> for Params<'de> {
                         Member::Exact(4) => &mut params.protocol_version,
                         Member::Exact(_) => {
                             let reference: Reference<'de> = map.next_value()?;
-                            set_once(&mut params.reference, "params.ref", reference)?;
+                            set_once(&mut params.reference, "params.", "ref", reference)?;
                             continue;
                         }
                         Member::Folded(i) => return Err(folded(&key, PARAMS[i], "params.")),
@@ -336,7 +338,7 @@ impl<'de> Deserialize<'de> for Params<'de> {
                         }
                     };
                     let value: Field<'de> = map.next_value()?;
-                    set_once(slot, &format!("params.{key}"), value)?;
+                    set_once(slot, "params.", &key, value)?;
                 }
                 Ok(params)
             }
@@ -373,7 +375,7 @@ impl<'de> Deserialize<'de> for Reference<'de> {
                         }
                     };
                     let value: Field<'de> = map.next_value()?;
-                    set_once(slot, &format!("params.ref.{key}"), value)?;
+                    set_once(slot, "params.ref.", &key, value)?;
                 }
                 Ok(reference)
             }
@@ -410,17 +412,17 @@ impl<'de> Visitor<'de> for MessageVisitor {
         while let Some(CowStr(key)) = map.next_key()? {
             count_member(&mut count)?;
             match keys::classify(&key, &ENVELOPE) {
-                Member::Exact(0) => set_once(&mut jsonrpc, "jsonrpc", map.next_value()?)?,
-                Member::Exact(1) => set_once(&mut id, "id", map.next_value()?)?,
-                Member::Exact(2) => set_once(&mut method, "method", map.next_value()?)?,
-                Member::Exact(3) => set_once(&mut params, "params", map.next_value()?)?,
+                Member::Exact(0) => set_once(&mut jsonrpc, "", "jsonrpc", map.next_value()?)?,
+                Member::Exact(1) => set_once(&mut id, "", "id", map.next_value()?)?,
+                Member::Exact(2) => set_once(&mut method, "", "method", map.next_value()?)?,
+                Member::Exact(3) => set_once(&mut params, "", "params", map.next_value()?)?,
                 Member::Exact(4) => {
                     map.next_value::<IgnoredAny>()?;
-                    set_once(&mut result, "result", ())?;
+                    set_once(&mut result, "", "result", ())?;
                 }
                 Member::Exact(_) => {
                     map.next_value::<IgnoredAny>()?;
-                    set_once(&mut error, "error", ())?;
+                    set_once(&mut error, "", "error", ())?;
                 }
                 Member::Folded(i) => return Err(folded(&key, ENVELOPE[i], "")),
                 Member::Other => {

@@ -18,7 +18,8 @@
 # is measured direct, through nginx and through toolgate, in alternating
 # rounds with wrk (1 thread); the table gives medians and ratios, which is
 # what means something on a shared, noisy machine. toolgate's CPU seconds
-# per 10,000 requests come from /proc.
+# per 10,000 requests come from /proc (and, for the list rows, its CPU
+# milliseconds per MB of list answered).
 #
 # Needs wrk, nginx and openssl (Debian: wrk nginx-light openssl; installed
 # with apt-get when missing and run as root). Loopback only.
@@ -213,8 +214,9 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 col() { cut -d' ' -f"$1" "$2" | median; }
 
 echo "wrk -t1, ${SECONDS_PER_ROUND}s rounds x $ROUNDS, alternating direct / nginx / toolgate; medians. toolgate: $bin"
-printf "%-26s %10s %10s %10s %8s %10s %10s %10s %12s\n" \
-  scenario direct_rps nginx_rps tg_rps tg/nginx nginx_p50 tg_p50 added_p50 tg_cpu_s/10k
+printf "%-26s %10s %10s %10s %8s %10s %10s %10s %12s %12s\n" \
+  scenario direct_rps nginx_rps tg_rps tg/nginx nginx_p50 tg_p50 added_p50 tg_cpu_s/10k tg_cpu_ms/MB
+list_bytes=$(wc -c <"$work/list.json")
 hz=$(getconf CLK_TCK)
 failed=0
 declare -A nginx_median
@@ -241,9 +243,12 @@ for row in "${rows[@]}"; do
   bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/t" "$work/n")
   [ "$bad" -gt 0 ] && { echo "load.sh: $bad non-2xx answers in $gate (see $work/$gate.log)" >&2; failed=1; }
   nginx_median[$gate.$conns]=$(col 1 "$work/n")
+  # CPU per MB of list filtered: the list rows' answers are list.json.
+  mb=0; [ "$method" = tools/list ] && mb=$list_bytes
   awk -v name="$gate c=$conns" -v d="$(col 1 "$work/d")" -v n="$(col 1 "$work/n")" -v t="$(col 1 "$work/t")" \
-      -v n5="$(col 2 "$work/n")" -v t5="$(col 2 "$work/t")" -v c="$(col 1 "$work/c")" 'BEGIN {
-    printf "%-26s %10.0f %10.0f %10.0f %8.2f %8.3fms %8.3fms %8.3fms %12s\n", name, d, n, t, (n > 0 ? t / n : 0), n5, t5, t5 - n5, c }'
+      -v n5="$(col 2 "$work/n")" -v t5="$(col 2 "$work/t")" -v c="$(col 1 "$work/c")" -v mb="$mb" 'BEGIN {
+    per_mb = (mb > 0 ? sprintf("%.2f", c / 10000 * 1000 / (mb / 1e6)) : "-")
+    printf "%-26s %10.0f %10.0f %10.0f %8.2f %8.3fms %8.3fms %8.3fms %12s %12s\n", name, d, n, t, (n > 0 ? t / n : 0), n5, t5, t5 - n5, c, per_mb }'
 done
 
 # Fixed rate: half of nginx's saturation rate for JSON and SSE calls, with

@@ -58,7 +58,30 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port free now and not handed out before in this run: the kernel may
+# give the same free port twice, and two nginx servers on one port would
+# answer for each other (the first one's upstream for both).
+free_port() {
+  python3 - "$work/ports" <<'PY'
+import socket, sys
+path = sys.argv[1]
+try:
+    with open(path) as given:
+        used = set(given.read().split())
+except FileNotFoundError:
+    used = set()
+while True:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+    s.close()
+    if port not in used:
+        break
+with open(path, "a") as given:
+    given.write(port + "\n")
+print(port)
+PY
+}
 UP=$(free_port); REF=$(free_port); QUIET=$(free_port); STREAM_UP=$(free_port); STREAM_REF=$(free_port)
 # Open files: a proxied stream holds two (client and upstream side).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

@@ -206,3 +206,42 @@ async fn what_needs_no_reading_passes_untouched() -> TestResult {
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
     Ok(())
 }
+
+#[tokio::test]
+async fn answers_framed_so_that_readers_could_end_them_differently_are_withheld() -> TestResult {
+    let chunked = format!("{:x}\r\n{TOOLS}\r\n0\r\n\r\n", TOOLS.len());
+    for (head, body) in [
+        (
+            "HTTP/1.1 200 OK\ncontent-type: application/json\ntransfer-encoding: chunked\ncontent-length: 20",
+            chunked.clone(),
+        ),
+        (
+            "HTTP/1.1 200 OK\ncontent-type: application/json\ntransfer-encoding: gzip, chunked",
+            chunked.clone(),
+        ),
+        (
+            "HTTP/1.1 200 OK\ncontent-type: application/json\ntransfer-encoding: chunked\ntransfer-encoding: chunked",
+            chunked.clone(),
+        ),
+        (
+            &*format!(
+                "HTTP/1.1 200 OK\ncontent-type: application/json\ncontent-length: {}\ncontent-length: 20",
+                TOOLS.len()
+            ),
+            TOOLS.to_owned(),
+        ),
+        ("HTTP/1.0 200 OK\ncontent-type: application/json\ntransfer-encoding: chunked", chunked.clone()),
+        (
+            "HTTP/1.1 200 OK\ncontent-type: application/json\ntransfer-encoding: chunked",
+            chunked.replace("\r\n0\r\n", "\n0\r\n"),
+        ),
+        (
+            "HTTP/1.1 200 OK\ncontent-type: application/json\ntransfer-encoding: chunked",
+            format!("0x{chunked}"),
+        ),
+    ] {
+        let reply = through(head, body.as_bytes(), LIST).await;
+        assert_withheld(&reply, head);
+    }
+    Ok(())
+}

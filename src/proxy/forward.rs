@@ -7,7 +7,8 @@
 //! happen before this point, in the pipeline.
 
 use super::exchange::{End, Ending};
-use super::pool::{self, Connector, Pool, PooledBody, SendError};
+use super::pool::{self, Connector, Pool, SendError};
+use super::pooled_body::PooledBody;
 use super::refusal::{Refusal, code};
 use crate::connection::ClientConnection;
 use crate::identity::{self, Identity, Principal};
@@ -16,7 +17,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,13 +92,13 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         upstream: &Upstream,
-        request: Request<Full<Bytes>>,
+        request: Request<Bytes>,
         response_timeout: Duration,
         ending: &Ending,
     ) -> Result<Response<UpstreamBody>, Refusal> {
         let pool = self.pool(upstream)?;
         let sending = pool.send(request, upstream.connect_timeout);
-        let (response, lease) = match tokio::time::timeout(response_timeout, sending).await {
+        let response = match tokio::time::timeout(response_timeout, sending).await {
             Err(_) => {
                 tracing::warn!(upstream = %upstream.authority, timeout_ms = response_timeout.as_millis() as u64, "upstream did not answer in time");
                 return Err(Refusal::new(
@@ -118,6 +118,8 @@ impl UpstreamClient {
                         "The upstream MCP server could not be reached within {} ms",
                         upstream.connect_timeout.as_millis()
                     )
+                } else if let SendError::Own(pool::OwnError::Framing(framing)) = &error {
+                    format!("The upstream MCP server's answer was withheld: {framing}")
                 } else if let Some(tls) = tls_failure(&error) {
                     format!("The upstream MCP server's TLS connection was refused: {tls}")
                 } else {
@@ -134,7 +136,7 @@ impl UpstreamClient {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let inner = PooledBody::new(body, lease);
+        let inner = body;
         Ok(Response::from_parts(parts, UpstreamBody { inner, done: false, ending: ending.clone() }))
     }
 }
@@ -251,7 +253,7 @@ pub fn upstream_request(
     body: Bytes,
     identity: &Identity,
     principal: &Principal,
-) -> Result<Request<Full<Bytes>>, Refusal> {
+) -> Result<Request<Bytes>, Refusal> {
     let http::request::Parts { method, uri, mut headers, .. } = parts;
     let uri = &uri;
     let target = match uri.query() {
@@ -315,7 +317,7 @@ pub fn upstream_request(
         headers.insert(X_FORWARDED_HOST, host);
     }
 
-    let mut request = Request::new(Full::new(body));
+    let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = target;
     *request.headers_mut() = headers;
@@ -365,7 +367,7 @@ impl UpstreamBody {
         let (mut first, mut rest): (Option<Bytes>, Option<Vec<u8>>) = (None, None);
         let mut length = 0usize;
         while let Some(frame) = inner.frame().await {
-            let frame = frame.map_err(|error| ReadError::Aborted(error_chain(&error)))?;
+            let frame = frame.map_err(|error| ReadError::Aborted(error_chain(&*error)))?;
             let Ok(data) = frame.into_data() else { continue };
             length += data.len();
             if length > limit {
@@ -407,7 +409,7 @@ impl Body for UpstreamBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(error))) => {
-                tracing::warn!(error = %error_chain(&error), "upstream response ended abruptly; closing the client's stream");
+                tracing::warn!(error = %error_chain(&*error), "upstream response ended abruptly; closing the client's stream");
                 self.ending.note(End::UpstreamGone);
                 self.done = true;
                 Poll::Ready(None)

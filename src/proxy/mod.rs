@@ -17,11 +17,13 @@ pub mod authorize;
 pub mod exchange;
 pub mod forward;
 pub mod guard;
+mod h1;
 pub mod inspect;
 pub mod list_memo;
 mod live;
 pub mod offload;
 mod pool;
+mod pooled_body;
 pub mod refusal;
 pub mod session;
 

@@ -21,9 +21,11 @@
 //! names: no pool key per request, no task spawned per request to wait for
 //! the connection to come back.
 
+use super::h1;
+pub use super::h1::Error as OwnError;
+use super::pooled_body::PooledBody;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -68,7 +70,10 @@ pub enum Connector {
 pub struct Pool {
     origin: Uri,
     connector: Connector,
-    /// Idle HTTP/1.1 connections, the most recently returned at the back.
+    /// Idle plain-TCP connections, for toolgate's own client.
+    kept: Arc<h1::Kept>,
+    /// Idle HTTP/1.1 connections over TLS, the most recently returned at
+    /// the back.
     idle: Mutex<VecDeque<Idle>>,
     /// The HTTP/2 connections, once the upstream has offered HTTP/2.
     shared: Mutex<Vec<Arc<Shared>>>,
@@ -133,7 +138,7 @@ impl Drop for H2Stream {
 
 impl Lease {
     /// The answer was read to its end: the connection may serve another.
-    fn release(self) {
+    pub(super) fn release(self) {
         if let Lease::H1 { pool, sender } = self {
             pool.put(sender);
         }
@@ -151,6 +156,8 @@ pub enum SendError {
     Handshake(#[source] hyper::Error),
     #[error("the exchange failed")]
     Exchange(#[source] hyper::Error),
+    #[error("the exchange failed")]
+    Own(#[source] h1::Error),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -166,6 +173,7 @@ impl Pool {
         let pool = Arc::new(Self {
             origin,
             connector,
+            kept: h1::Kept::new(MAX_IDLE, IDLE_TIMEOUT),
             idle: Mutex::default(),
             shared: Mutex::default(),
             speaks_h2: AtomicBool::new(false),
@@ -182,10 +190,57 @@ impl Pool {
     }
 
     /// Sends `request` (absolute-form URI, `Host` set) and returns the
-    /// answer's head, with the lease to give back when its body has been
-    /// read to the end.
+    /// answer, whose body gives its connection back once read to its end.
     pub async fn send(
         self: &Arc<Self>,
+        request: Request<Bytes>,
+        connect_timeout: Duration,
+    ) -> Result<Response<PooledBody>, SendError> {
+        match &self.connector {
+            Connector::Plain(connector) => self.send_plain(connector, request, connect_timeout).await,
+            Connector::Tls(connector) => {
+                let (response, lease) =
+                    self.send_hyper(connector, request.map(Full::new), connect_timeout).await?;
+                let (parts, body) = response.into_parts();
+                Ok(Response::from_parts(parts, PooledBody::hyper(body, lease)))
+            }
+        }
+    }
+
+    /// Over plain TCP: toolgate's own HTTP/1.1 client ([`h1`]).
+    async fn send_plain(
+        &self,
+        connector: &HttpConnector,
+        mut request: Request<Bytes>,
+        connect_timeout: Duration,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let absolute = request.uri().clone();
+        *request.uri_mut() = origin_form(&absolute);
+        let mut resent = 0;
+        loop {
+            let kept = if resent < MAX_RESENDS { self.kept.checkout() } else { None };
+            let (conn, reused) = match kept {
+                Some(conn) => (conn, true),
+                None => (Box::pin(connect_plain(connector, &self.origin, connect_timeout)).await?, false),
+            };
+            match h1::exchange(conn, request, &self.kept).await {
+                Ok(response) => return Ok(response.map(PooledBody::Own)),
+                Err(h1::Failure::Unsent(unsent, error)) if reused => {
+                    resent += 1;
+                    tracing::debug!(%error, "a kept-alive upstream connection closed before the request was sent; sending it on another");
+                    request = *unsent;
+                }
+                Err(h1::Failure::Unsent(_, error) | h1::Failure::Failed(error)) => {
+                    return Err(SendError::Own(error));
+                }
+            }
+        }
+    }
+
+    /// Over TLS: hyper's client, HTTP/2 where the upstream offers it.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        connector: &HttpsConnector,
         mut request: Request<Body>,
         connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
@@ -197,11 +252,11 @@ impl Pool {
             let (sender, reused) = if resent >= MAX_RESENDS {
                 // Kept-alive connections failed to take it twice: a new
                 // one, whose failure ends the loop.
-                (Box::pin(self.connect_now(connect_timeout)).await?, false)
+                (Box::pin(self.connect_now(connector, connect_timeout)).await?, false)
             } else {
                 match self.checkout() {
                     Some(sender) => (sender, true),
-                    None => Box::pin(self.connect(connect_timeout)).await?,
+                    None => Box::pin(self.connect(connector, connect_timeout)).await?,
                 }
             };
             let failed = match sender {
@@ -292,6 +347,7 @@ impl Pool {
     /// Closes connections idle for longer than the idle timeout, and forgets
     /// closed ones.
     fn expire(&self) {
+        self.kept.expire();
         lock(&self.idle).retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
         lock(&self.shared).retain(|connection| !connection.expired());
     }
@@ -302,60 +358,61 @@ impl Pool {
     /// request at a time connects until the upstream's protocol is known,
     /// and always if it is HTTP/2, so that a burst of requests makes one
     /// connection rather than a handshake each.
-    async fn connect(&self, timeout: Duration) -> Result<(Sender, bool), SendError> {
-        let tls = matches!(self.connector, Connector::Tls(_));
-        if !tls || (self.learned.load(Ordering::Relaxed) && !self.speaks_h2.load(Ordering::Relaxed)) {
-            return Ok((self.connect_now(timeout).await?, false));
+    async fn connect(
+        &self,
+        connector: &HttpsConnector,
+        timeout: Duration,
+    ) -> Result<(Sender, bool), SendError> {
+        if self.learned.load(Ordering::Relaxed) && !self.speaks_h2.load(Ordering::Relaxed) {
+            return Ok((self.connect_now(connector, timeout).await?, false));
         }
         let _turn = self.connecting.lock().await;
         if let Some(sender) = self.checkout() {
             return Ok((sender, true));
         }
-        Ok((self.connect_now(timeout).await?, false))
+        Ok((self.connect_now(connector, timeout).await?, false))
     }
 
-    async fn connect_now(&self, timeout: Duration) -> Result<Sender, SendError> {
+    async fn connect_now(&self, connector: &HttpsConnector, timeout: Duration) -> Result<Sender, SendError> {
         let millis = timeout.as_millis() as u64;
         let timed_out = |_| SendError::ConnectTimeout(millis);
-        match &self.connector {
-            Connector::Plain(connector) => {
-                let connecting = tower_service::Service::call(&mut connector.clone(), self.origin.clone());
-                let io = tokio::time::timeout(timeout, connecting)
-                    .await
-                    .map_err(timed_out)?
-                    .map_err(|error| SendError::Connect(error.into()))?;
-                http1_connection(io).await
-            }
-            Connector::Tls(connector) => {
-                let connecting = tower_service::Service::call(&mut connector.clone(), self.origin.clone());
-                let io = tokio::time::timeout(timeout, connecting)
-                    .await
-                    .map_err(timed_out)?
-                    .map_err(SendError::Connect)?;
-                if !io.connected().is_negotiated_h2() {
-                    return http1_connection(io).await;
-                }
-                let sender = http2_connection(io).await?;
-                let epoch = Instant::now();
-                let shared = Arc::new(Shared {
-                    sender,
-                    in_flight: AtomicUsize::new(1),
-                    idle_since: AtomicU64::new(0),
-                    epoch,
-                });
-                let mut list = lock(&self.shared);
-                if list.len() >= H2_CONNECTIONS {
-                    // Opened past the bound (the upstream went from
-                    // HTTP/1.1 to HTTP/2 meanwhile): it serves this one
-                    // exchange and closes.
-                    return Ok(Sender::H2(shared));
-                }
-                list.push(shared.clone());
-                self.speaks_h2.store(true, Ordering::Relaxed);
-                Ok(Sender::H2(shared))
-            }
+        let connecting = tower_service::Service::call(&mut connector.clone(), self.origin.clone());
+        let io = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(timed_out)?
+            .map_err(SendError::Connect)?;
+        if !io.connected().is_negotiated_h2() {
+            return http1_connection(io).await;
         }
+        let sender = http2_connection(io).await?;
+        let epoch = Instant::now();
+        let shared =
+            Arc::new(Shared { sender, in_flight: AtomicUsize::new(1), idle_since: AtomicU64::new(0), epoch });
+        let mut list = lock(&self.shared);
+        if list.len() >= H2_CONNECTIONS {
+            // Opened past the bound (the upstream went from
+            // HTTP/1.1 to HTTP/2 meanwhile): it serves this one
+            // exchange and closes.
+            return Ok(Sender::H2(shared));
+        }
+        list.push(shared.clone());
+        self.speaks_h2.store(true, Ordering::Relaxed);
+        Ok(Sender::H2(shared))
     }
+}
+
+/// A new plain TCP connection to `origin`, within `timeout`.
+async fn connect_plain(
+    connector: &HttpConnector,
+    origin: &Uri,
+    timeout: Duration,
+) -> Result<h1::Conn, SendError> {
+    let connecting = tower_service::Service::call(&mut connector.clone(), origin.clone());
+    let io = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| SendError::ConnectTimeout(timeout.as_millis() as u64))?
+        .map_err(|error| SendError::Connect(error.into()))?;
+    Ok(h1::Conn::new(io.into_inner()))
 }
 
 /// Spawns a connection's task; a failure before its first exchange is
@@ -467,72 +524,4 @@ pub fn tcp_connector(enforce_http: bool) -> HttpConnector {
     connector.set_keepalive(Some(IDLE_TIMEOUT));
     connector.enforce_http(enforce_http);
     connector
-}
-
-/// An answer's body, giving its connection back to the pool once it has
-/// been read to the end — when it says it has ended, since hyper stops
-/// polling a body whose length it knows to be reached, or after trailers.
-pub struct PooledBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-}
-
-impl PooledBody {
-    pub fn new(inner: Incoming, lease: Lease) -> Self {
-        let mut body = Self { inner, lease: Some(lease) };
-        // No body at all (a 202, a 204): the connection is free now.
-        body.release_if_ended();
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release();
-        }
-    }
-
-    fn release_if_ended(&mut self) {
-        if self.inner.is_end_stream() {
-            self.release();
-        }
-    }
-}
-
-impl http_body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        use std::task::Poll;
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            // Trailers are the last frame.
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => self.release(),
-            Poll::Ready(Some(Ok(_))) => self.release_if_ended(),
-            // A failed body leaves its connection unusable: it goes.
-            Poll::Ready(Some(Err(_))) => self.lease = None,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // An answer with nothing (more) to read, that was never polled to
-        // its end; anything else left unread closes the connection.
-        self.release_if_ended();
-    }
 }

@@ -88,24 +88,26 @@ pub struct Head {
 pub enum Parsed {
     /// Not a whole head yet.
     Partial,
-    /// An interim answer, taken off the buffer: the final one follows.
-    Interim,
+    /// An interim answer of this many bytes, taken off the buffer: the
+    /// final one follows.
+    Interim(usize),
     Final(Head),
 }
 
 /// Parses the answer head at the front of `buf`, taking it off the buffer
-/// when whole. `method` is the request's (a `HEAD`'s answer has no body).
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, FramingError> {
+/// when whole. `method` is the request's (a `HEAD`'s answer has no body);
+/// `limit` is what is left of [`MAX_HEAD`] after interim heads.
+pub fn parse_head(buf: &mut BytesMut, method: &Method, limit: usize) -> Result<Parsed, FramingError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut slots);
     let length = match response.parse(buf) {
         Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(FramingError::HeadTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= limit => return Err(FramingError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(FramingError::TooManyFields),
         Err(error) => return Err(FramingError::Malformed(error)),
     };
-    if length > MAX_HEAD {
+    if length > limit {
         return Err(FramingError::HeadTooLarge);
     }
     let code = response.code.unwrap_or_default();
@@ -116,7 +118,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Framing
     }
     if status.is_informational() {
         buf.advance(length);
-        return Ok(Parsed::Interim);
+        return Ok(Parsed::Interim(length));
     }
     // Names are read now; values are kept as slices of the head's bytes,
     // once the head is taken off the buffer.
@@ -143,6 +145,22 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, Framing
     let framing = framing(method, status, version, &headers)?;
     let keep_alive = version == Version::HTTP_11 && framing != Framing::Close && !closes(&headers);
     Ok(Parsed::Final(Head { status, version, headers, framing, keep_alive }))
+}
+
+/// Takes the empty lines (CRLF or LF) at the front of `buf` off it, as
+/// httparse skips them before a head; how many bytes they were.
+pub fn leading_empty_lines(buf: &mut BytesMut) -> usize {
+    let mut skipped = 0;
+    loop {
+        let line = match buf.get(skipped..skipped + 2) {
+            Some([b'\r', b'\n']) => 2,
+            _ if buf.get(skipped) == Some(&b'\n') => 1,
+            _ => break,
+        };
+        skipped += line;
+    }
+    buf.advance(skipped);
+    skipped
 }
 
 /// Where the first blank line (a head's end: LF, an optional CR, LF) in

@@ -1,7 +1,7 @@
 use super::*;
 
 fn head(text: &str) -> Result<Parsed, FramingError> {
-    parse_head(&mut BytesMut::from(text), &Method::POST)
+    parse_head(&mut BytesMut::from(text), &Method::POST, MAX_HEAD)
 }
 
 fn final_head(text: &str) -> Head {
@@ -22,7 +22,7 @@ fn framing_of(text: &str) -> Result<Framing, FramingError> {
 fn a_head_is_taken_off_the_buffer_and_its_body_stays() {
     let mut buf =
         BytesMut::from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}");
-    let Ok(Parsed::Final(head)) = parse_head(&mut buf, &Method::POST) else { panic!("no head") };
+    let Ok(Parsed::Final(head)) = parse_head(&mut buf, &Method::POST, MAX_HEAD) else { panic!("no head") };
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.headers["content-type"], "application/json");
     assert_eq!(head.framing, Framing::Length(2));
@@ -43,9 +43,9 @@ fn a_partial_head_waits_and_an_endless_one_is_refused() {
 fn interim_answers_are_skipped_and_switching_protocols_is_refused() {
     let mut buf =
         BytesMut::from("HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
-    assert!(matches!(parse_head(&mut buf, &Method::POST), Ok(Parsed::Interim)));
+    assert!(matches!(parse_head(&mut buf, &Method::POST, MAX_HEAD), Ok(Parsed::Interim(_))));
     assert!(matches!(
-        parse_head(&mut buf, &Method::POST),
+        parse_head(&mut buf, &Method::POST, MAX_HEAD),
         Ok(Parsed::Final(Head { framing: Framing::Empty, .. }))
     ));
     assert!(buf.is_empty());
@@ -89,9 +89,11 @@ fn a_body_ends_where_the_rfc_says_and_nowhere_ambiguous() {
         framing_of("HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n").ok(),
         Some(Framing::Empty)
     );
-    let Ok(Parsed::Final(to_head)) =
-        parse_head(&mut BytesMut::from("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"), &Method::HEAD)
-    else {
+    let Ok(Parsed::Final(to_head)) = parse_head(
+        &mut BytesMut::from("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n"),
+        &Method::HEAD,
+        MAX_HEAD,
+    ) else {
         panic!("no head")
     };
     assert_eq!(to_head.framing, Framing::Empty);
@@ -206,4 +208,18 @@ fn a_head_ends_at_its_first_blank_line_wherever_a_search_resumes() {
     assert_eq!(blank_line(b"HTTP/1.1 200 OK\r\na: 1\r\n\r", 0), None);
     assert_eq!(blank_line(b"HTTP/1.1 200 OK\r\na: 1\r\n", 0), None);
     assert_eq!(blank_line(b"", 5), None);
+}
+
+#[test]
+fn empty_lines_before_a_head_are_skipped_as_httparse_skips_them() {
+    for (text, skipped, left) in [
+        ("\r\n\n\r\nHTTP/1.1", 5, "HTTP/1.1"),
+        ("HTTP/1.1", 0, "HTTP/1.1"),
+        ("\n\r", 1, "\r"),
+        ("\rHTTP", 0, "\rHTTP"),
+    ] {
+        let mut buf = BytesMut::from(text);
+        assert_eq!(leading_empty_lines(&mut buf), skipped, "{text:?}");
+        assert_eq!(&buf[..], left.as_bytes());
+    }
 }

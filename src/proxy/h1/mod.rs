@@ -150,17 +150,22 @@ impl Kept {
     /// Closes connections idle too long, closed by the upstream, or sent
     /// bytes unasked.
     pub fn expire(&self) {
-        let idle = std::mem::take(&mut *self.lock());
-        let kept: VecDeque<_> =
-            idle.into_iter().filter(|(conn, since)| since.elapsed() < self.timeout && conn.fit()).collect();
-        let mut current = self.lock();
-        // Returned meanwhile: the newest, at the back.
-        let returned = std::mem::replace(&mut *current, kept);
-        current.extend(returned);
-        let excess = current.len().saturating_sub(self.max);
-        let evicted: Vec<_> = current.drain(..excess).collect();
-        drop(current);
-        drop(evicted);
+        // Checked under the lock (no system call unless a socket
+        // signalled), so that requests meanwhile still find them; closed
+        // once it is let go.
+        let mut idle = self.lock();
+        let mut gone = Vec::new();
+        let mut kept = VecDeque::with_capacity(idle.len());
+        for (conn, since) in idle.drain(..) {
+            if since.elapsed() < self.timeout && conn.fit() {
+                kept.push_back((conn, since));
+            } else {
+                gone.push(conn);
+            }
+        }
+        *idle = kept;
+        drop(idle);
+        drop(gone);
     }
 
     #[cfg(test)]
@@ -202,12 +207,23 @@ pub async fn exchange(
         let reading = read_head(&mut reader, &mut conn.buf, method);
         tokio::pin!(writing, reading);
         tokio::select! {
+            biased;
             written = &mut writing => match written {
                 Ok(()) => (reading.await, true),
                 // No answer: what failed first is what is told.
                 Err(error) => (reading.await.map_err(|_| Error::Write(error)), false),
             },
-            head = &mut reading => (head, false),
+            head = &mut reading => match head {
+                // A refusal: the rest of the body is not wanted.
+                Ok(head) if head.status.as_u16() >= 400 || !head.keep_alive => (Ok(head), false),
+                // An answer begun early (SSE headers sent at once) may
+                // still be reading the body: it gets all of it first.
+                Ok(head) => {
+                    let _ = writing.await;
+                    (Ok(head), false)
+                }
+                Err(error) => (Err(error), false),
+            },
         }
     };
     let head = head.map_err(Failure::Failed)?;
@@ -235,29 +251,38 @@ async fn read_head<R>(io: &mut R, buf: &mut BytesMut, method: &http::Method) -> 
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let (mut interim, mut taken, mut searched) = (0, 0, 0);
+    // `taken`: bytes of interim heads and empty lines, counted against the
+    // bound. `searched`: how far the buffer has been searched for a blank
+    // line. `looked`: whether httparse has seen the start of this head
+    // (once, so that a malformed start fails at once).
+    let (mut interim, mut taken, mut searched, mut looked) = (0, 0usize, 0usize, false);
     loop {
+        // Empty lines before a head are skipped, as httparse would,
+        // without searching them again on every read.
+        let skipped = framing::leading_empty_lines(buf);
+        taken += skipped;
+        searched = searched.saturating_sub(skipped);
         // httparse reads from the start: it is called once the buffer holds
-        // a blank line, never once per piece of a head sent in pieces.
-        match framing::blank_line(buf, searched) {
-            None => searched = buf.len(),
-            Some(_) => {
-                let before = buf.len();
-                match framing::parse_head(buf, method)? {
-                    Parsed::Final(head) => return Ok(head),
-                    Parsed::Interim => {
-                        interim += 1;
-                        taken += before - buf.len();
-                        searched = 0;
-                        if interim > framing::MAX_INTERIM {
-                            return Err(FramingError::TooManyInterim.into());
-                        }
-                        continue;
+        // a blank line (and once at the head's start), never once per
+        // piece of a head sent in pieces.
+        let whole = framing::blank_line(buf, searched).is_some();
+        if whole || (!looked && !buf.is_empty()) {
+            looked = true;
+            match framing::parse_head(buf, method, framing::MAX_HEAD.saturating_sub(taken))? {
+                Parsed::Final(head) => return Ok(head),
+                Parsed::Interim(length) => {
+                    interim += 1;
+                    taken += length;
+                    (searched, looked) = (0, false);
+                    if interim > framing::MAX_INTERIM {
+                        return Err(FramingError::TooManyInterim.into());
                     }
-                    Parsed::Partial => searched = buf.len(),
+                    continue;
                 }
+                Parsed::Partial => {}
             }
         }
+        searched = buf.len();
         if taken + buf.len() >= framing::MAX_HEAD {
             return Err(FramingError::HeadTooLarge.into());
         }

@@ -224,7 +224,7 @@ async fn an_answer_sent_a_byte_at_a_time_is_read_whole() -> TestResult {
     tokio::spawn(async move {
         let Ok((mut socket, _)) = listener.accept().await else { return };
         let _ = read_request(&mut socket, &mut Vec::new()).await;
-        let answer = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        let answer = b"\r\n\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
         for byte in answer {
             if socket.write_all(&[*byte]).await.is_err() {
                 return;
@@ -265,5 +265,62 @@ async fn an_answer_before_a_long_body_is_read_is_forwarded_and_its_connection_go
     assert_eq!(response.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(whole(response).await?, "");
     assert_eq!(kept.len(), 0, "a connection with a request half sent was kept");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_answer_begun_before_a_long_body_was_read_still_gets_all_of_it() -> TestResult {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else { return };
+        // Sends its answer's head at once, then reads the body, then ends.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if socket.read_exact(&mut byte).await.is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+        let length = String::from_utf8_lossy(&head)
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("content-length: ").and_then(|value| value.trim().parse().ok())
+            })
+            .unwrap_or(0usize);
+        let mut body = vec![0u8; length];
+        if socket.read_exact(&mut body).await.is_ok() {
+            let _ = socket
+                .write_all(format!("{:x}\r\n{length}\r\n0\r\n\r\n", length.to_string().len()).as_bytes())
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let long: &'static str = Box::leak("x".repeat(32 << 20).into_boxed_str());
+    let kept = kept();
+    let sending = send(Conn::new(TcpStream::connect(address).await?), post(long), &kept);
+    let response = tokio::time::timeout(Duration::from_secs(10), sending).await??;
+    let body = tokio::time::timeout(Duration::from_secs(10), whole(response)).await??;
+    assert_eq!(body, (32usize << 20).to_string(), "the upstream read the whole body");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_answer_that_starts_malformed_fails_at_once() -> TestResult {
+    for start in
+        [&b"SSH-2.0-OpenSSH\r\n"[..], b"HTTP/1.1 2000 OK\r\n", b"\r\n\nHTTP/1.1 200 OK\r\nbad field: 1\r\n"]
+    {
+        let (io, _requests) = upstream(vec![start.to_vec()], After::Hold).await?;
+        let kept = kept();
+        let sending = send(Conn::new(io), post("{}"), &kept);
+        let failed = tokio::time::timeout(Duration::from_secs(10), sending).await?;
+        assert!(
+            matches!(failed, Err(Error::Framing(FramingError::Malformed(_)))),
+            "{:?}: {failed:?}",
+            String::from_utf8_lossy(start)
+        );
+    }
     Ok(())
 }

@@ -278,6 +278,42 @@ async fn an_https_upstream_with_a_private_ca_speaks_http2_and_presents_a_client_
 }
 
 #[tokio::test]
+async fn an_https1_upstream_is_connected_to_in_parallel_once_its_protocol_is_known() -> TestResult {
+    let ca = Ca::new("upstream CA");
+    let dir = scratch_dir();
+    std::fs::create_dir_all(dir.join("certs"))?;
+    std::fs::write(dir.join("certs/upstream-ca.pem"), ca.pem())?;
+    // Each exchange takes a while, so a burst needs a connection each.
+    let (upstream, most) =
+        serve_https1_slowly(&ca.server(&["localhost"]), Duration::from_millis(300), |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+            let mut response =
+                http::Response::new(http_body_util::Full::new(Bytes::from_static(body.as_bytes())));
+            response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+            response
+        })
+        .await;
+    let url = format!("https://localhost:{}/mcp", upstream.port());
+    let gate = gate_to(&dir, &url, "  tls:\n    ca_file: certs/upstream-ca.pem").await;
+    let headers = [("mcp-protocol-version", "2025-06-18")];
+    // The first connection tells toolgate the upstream speaks HTTP/1.1.
+    assert_eq!(post(gate.addr, &headers, PING).await.status, 200);
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let addr = gate.addr;
+        burst.spawn(async move { post(addr, &headers, PING).await });
+    }
+    while let Some(reply) = burst.join_next().await {
+        let reply = reply?;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most >= 2, "a burst's TLS handshakes were made one at a time ({most} at most)");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_upstream_certificate_for_another_name_or_ca_is_refused_with_a_clear_502() -> TestResult {
     let upstream_ca = Ca::new("upstream CA");
     let dir = scratch_dir();

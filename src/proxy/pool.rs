@@ -382,6 +382,9 @@ impl Pool {
             .map_err(timed_out)?
             .map_err(SendError::Connect)?;
         if !io.connected().is_negotiated_h2() {
+            // The upstream speaks HTTP/1.1: its connections are made in
+            // parallel from here on.
+            self.learned.store(true, Ordering::Relaxed);
             return http1_connection(io).await;
         }
         let sender = http2_connection(io).await?;

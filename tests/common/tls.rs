@@ -16,6 +16,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A certificate authority made for one test.
@@ -222,15 +224,58 @@ where
     let mut config =
         builder.with_single_cert(certs(&server.cert), key(&server.key)).expect("a server identity");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    serve_tls(config, Duration::ZERO, Arc::default(), handler).await
+}
+
+/// Serves `handler` over TLS offering HTTP/1.1 only, each handshake held
+/// back by `delay`; `handshaking` is the most handshakes that were under
+/// way at once.
+pub async fn serve_https1_slowly<F, Fut>(
+    server: &Issued,
+    delay: Duration,
+    handler: F,
+) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+{
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs(&server.cert), key(&server.key))
+        .expect("a server identity");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let most = Arc::new(AtomicUsize::new(0));
+    (serve_tls(config, delay, most.clone(), handler).await, most)
+}
+
+async fn serve_tls<F, Fut>(
+    config: rustls::ServerConfig,
+    delay: Duration,
+    most: Arc<AtomicUsize>,
+    handler: F,
+) -> SocketAddr
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
+    let under_way = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { continue };
             let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            let (under_way, most) = (under_way.clone(), most.clone());
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                let now = under_way.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let accepted = acceptor.accept(tcp).await;
+                under_way.fetch_sub(1, Ordering::SeqCst);
+                let Ok(stream) = accepted else { return };
                 let service = hyper::service::service_fn(move |request| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(request).await) }

@@ -67,6 +67,15 @@ async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
+/// Reads a request's head and nothing past it.
+async fn head_only(socket: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(socket.read_u8().await.ok()?);
+    }
+    Some(head)
+}
+
 fn post(body: &'static str) -> Request<Bytes> {
     let mut request = Request::new(Bytes::from_static(body.as_bytes()));
     *request.method_mut() = http::Method::POST;
@@ -247,13 +256,8 @@ async fn an_answer_before_a_long_body_is_read_is_forwarded_and_its_connection_go
     tokio::spawn(async move {
         let Ok((mut socket, _)) = listener.accept().await else { return };
         // Reads the head only, answers, and reads no more for a while.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            if socket.read_exact(&mut byte).await.is_err() {
-                return;
-            }
-            head.push(byte[0]);
+        if head_only(&mut socket).await.is_none() {
+            return;
         }
         let _ = socket.write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\n\r\n").await;
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -275,14 +279,7 @@ async fn an_answer_begun_before_a_long_body_was_read_still_gets_all_of_it() -> T
     tokio::spawn(async move {
         let Ok((mut socket, _)) = listener.accept().await else { return };
         // Sends its answer's head at once, then reads the body, then ends.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            if socket.read_exact(&mut byte).await.is_err() {
-                return;
-            }
-            head.push(byte[0]);
-        }
+        let Some(head) = head_only(&mut socket).await else { return };
         let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
         let length = String::from_utf8_lossy(&head)
             .lines()

@@ -134,9 +134,8 @@ impl UpstreamClient {
             }
             Ok(Ok(answer)) => answer,
         };
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, inner) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let inner = body;
         Ok(Response::from_parts(parts, UpstreamBody { inner, done: false, ending: ending.clone() }))
     }
 }

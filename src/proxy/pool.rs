@@ -4,8 +4,9 @@
 //!
 //! - An HTTP/1.1 connection is lent with the request and comes back when
 //!   the answer's body has been read to its end. An answer dropped before
-//!   its end (a client gone, a timeout) takes its connection with it: hyper
-//!   closes a connection whose exchange was cut off.
+//!   its end (a client gone, a timeout) takes its connection with it.
+//!   Over plain TCP the exchange is toolgate's own ([`h1`]); over TLS,
+//!   hyper's.
 //! - An HTTP/2 connection carries at most [`H2_STREAMS`] exchanges (the
 //!   usual limit servers set); past that another is opened, up to
 //!   [`H2_CONNECTIONS`], so one client's long streams cannot leave everyone
@@ -214,8 +215,6 @@ impl Pool {
         mut request: Request<Bytes>,
         connect_timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
-        let absolute = request.uri().clone();
-        *request.uri_mut() = origin_form(&absolute);
         let mut resent = 0;
         loop {
             let kept = if resent < MAX_RESENDS { self.kept.checkout() } else { None };

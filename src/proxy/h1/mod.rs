@@ -24,7 +24,7 @@ use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -174,8 +174,8 @@ impl Kept {
     }
 }
 
-/// Sends `request` (origin-form target, `Host` set, no framing fields)
-/// on `conn` and reads the answer's head; the answer's body gives the
+/// Sends `request` (its path and query as the target, `Host` set, no
+/// framing fields) on `conn` and reads the answer's head; the answer's body gives the
 /// connection back to `kept` when it has been read to its end.
 pub async fn exchange(
     mut conn: Conn,
@@ -314,11 +314,10 @@ fn encode(request: &Request<Bytes>) -> Vec<u8> {
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    // As hyper's client: a length only for a body there is.
+    // As hyper's client: a length only for a body there is. (Writing to
+    // a `Vec` cannot fail.)
     if !body.is_empty() {
-        head.extend_from_slice(b"content-length: ");
-        head.extend_from_slice(body.len().to_string().as_bytes());
-        head.extend_from_slice(b"\r\n");
+        let _ = write!(head, "content-length: {}\r\n", body.len());
     }
     head.extend_from_slice(b"\r\n");
     head.extend_from_slice(&body[..inline]);
@@ -350,6 +349,12 @@ pub struct Body {
 }
 
 impl Body {
+    /// The body cannot be read further: its connection is closed.
+    fn abandon(&mut self) {
+        self.conn = None;
+        self.progress = Progress::Ended;
+    }
+
     /// The body has ended: its connection is returned if it may be used
     /// again and holds nothing unread.
     fn finish(&mut self) {
@@ -415,49 +420,35 @@ impl http_body::Body for Body {
                 Ok(None) if matches!(self.progress, Progress::Ended) => return Poll::Ready(None),
                 Ok(None) => {}
                 Err(error) => {
-                    self.conn = None;
-                    self.progress = Progress::Ended;
+                    self.abandon();
                     return Poll::Ready(Some(Err(error)));
                 }
             }
             let want = self.want();
             let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
-            if conn.io.poll_read_ready(cx).is_pending() {
-                // Waiting holds no buffer (a stream may wait for hours).
-                if conn.buf.is_empty() {
-                    conn.buf = BytesMut::new();
-                }
-                return Poll::Pending;
-            }
-            let polled = std::pin::pin!(conn.read_more(want)).poll(cx);
+            // A buffer is made only once the socket says bytes are there.
+            let polled = match conn.io.poll_read_ready(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(_) => std::pin::pin!(conn.read_more(want)).poll(cx),
+            };
             let Poll::Ready(read) = polled else {
-                // The readiness was stale: the same as above.
+                // Waiting holds no buffer (a stream may wait for hours).
                 if conn.buf.is_empty() {
                     conn.buf = BytesMut::new();
                 }
                 return Poll::Pending;
             };
             match read {
-                Ok(0) => match self.progress {
-                    Progress::Close => {
-                        self.conn = None;
-                        self.progress = Progress::Ended;
-                        return Poll::Ready(None);
-                    }
-                    _ => {
-                        self.conn = None;
-                        self.progress = Progress::Ended;
-                        return Poll::Ready(Some(Err(Error::ClosedBeforeEnd)));
-                    }
-                },
-                Ok(read) => {
-                    if read >= want {
-                        self.read_size = (self.read_size * 2).min(READ_MAX);
-                    }
+                Ok(0) => {
+                    // The close ends only a body framed by it.
+                    let closed = !matches!(self.progress, Progress::Close);
+                    self.abandon();
+                    return Poll::Ready(closed.then_some(Err(Error::ClosedBeforeEnd)));
                 }
+                Ok(read) if read >= want => self.read_size = (self.read_size * 2).min(READ_MAX),
+                Ok(_) => {}
                 Err(error) => {
-                    self.conn = None;
-                    self.progress = Progress::Ended;
+                    self.abandon();
                     return Poll::Ready(Some(Err(Error::Read(error))));
                 }
             }

@@ -4,11 +4,11 @@
 //! `/policy` (which policy runs: its SHA-256, generation and load time —
 //! never its contents, which may one day hold secrets).
 
+use crate::connection::ClientBody;
 use crate::proxy::Gateway;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +35,7 @@ impl Readiness {
 pub async fn handle(
     gateway: Arc<Gateway>,
     readiness: Arc<Readiness>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"));

@@ -17,7 +17,7 @@ pub mod authorize;
 pub mod exchange;
 pub mod forward;
 pub mod guard;
-mod h1;
+pub(crate) mod h1;
 pub mod inspect;
 pub mod list_memo;
 mod live;
@@ -30,7 +30,7 @@ pub mod session;
 pub use forward::UpstreamClient;
 pub use refusal::Refusal;
 
-use crate::connection::ClientConnection;
+use crate::connection::{ClientBody, ClientConnection};
 use crate::identity;
 use crate::mcp::envelope::{self, Kind, Payload};
 use crate::mcp::headers::{self, SingleHeader};
@@ -42,7 +42,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +64,7 @@ pub struct Gateway {
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
     gateway: Arc<Gateway>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     client: Arc<ClientConnection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let policy = gateway.policy.load();
@@ -88,7 +87,7 @@ pub async fn handle(
 async fn pipeline(
     gateway: &Arc<Gateway>,
     policy: &Arc<Policy>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     client: &ClientConnection,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Refusal> {
@@ -289,7 +288,7 @@ fn route<'p>(policy: &'p Policy, path: &str) -> Result<&'p VirtualServer, Refusa
 /// Reads a POST body up to `limit` bytes, within `timeout` (a body trickled
 /// byte by byte must not hold its connection for ever). A declared
 /// `Content-Length` over the limit is refused before a byte is read.
-async fn read_body(body: Incoming, limit: usize, timeout: std::time::Duration) -> Result<Bytes, Refusal> {
+async fn read_body(body: ClientBody, limit: usize, timeout: std::time::Duration) -> Result<Bytes, Refusal> {
     let too_large = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -214,7 +214,7 @@ fn framing(
     Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
-fn decimal(digits: &[u8]) -> Option<u64> {
+pub fn decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
@@ -226,13 +226,18 @@ fn decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// Whether `Connection` says `close`.
-fn closes(headers: &HeaderMap) -> bool {
+/// Whether the comma-separated field `name` lists `token`.
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
-        .get_all(header::CONNECTION)
+        .get_all(name)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether `Connection` says `close`.
+fn closes(headers: &HeaderMap) -> bool {
+    has_token(headers, header::CONNECTION, "close")
 }
 
 /// Where a chunked body's decoder is.

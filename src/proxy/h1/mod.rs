@@ -16,7 +16,7 @@
 //!
 //! Over TLS, hyper's client still serves (HTTP/2 where offered).
 
-pub mod framing;
+pub(crate) mod framing;
 
 use bytes::{Bytes, BytesMut};
 use framing::{Chunked, Framing, FramingError, Parsed, Step};

@@ -8,7 +8,9 @@
 //!   nothing, or half an HTTP/2 preface, is closed.
 //! - It is served as HTTP/1.1 or HTTP/2 (h2c by prior knowledge; at most
 //!   [`H2_STREAMS`] streams at once), and HTTP/2 peers are pinged so that a
-//!   vanished one is noticed.
+//!   vanished one is noticed. Plaintext HTTP/1.1 is toolgate's own
+//!   ([`h1`]): it holds no buffer while idle or streaming; TLS and HTTP/2
+//!   are hyper's.
 //! - Idle — no request in flight — for `listen.idle_timeout`, it is closed;
 //!   when the server is at its connection cap, after only [`SHED_IDLE`],
 //!   so that idle connections cannot keep new clients waiting. HTTP/1.1
@@ -19,6 +21,11 @@
 //!   the connection closed outright.
 //! - It is closed gracefully when the server drains; a graceful close that
 //!   cannot finish (the client reads nothing) is cut after the idle timeout.
+
+mod body;
+pub mod h1;
+
+pub use body::{BodyError, ClientBody};
 
 use crate::proxy::ProxyBody;
 use bytes::Bytes;
@@ -33,7 +40,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -201,10 +208,12 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds since `base` when a request last ended.
     last_done: AtomicU64,
-    /// Answers that gave hyper bytes it has not yet come back for.
+    /// Answers that gave the connection bytes it has not yet come back for.
     owed: AtomicUsize,
-    /// Milliseconds since `base` when hyper last came back for more.
+    /// Milliseconds since `base` when the connection last came back for more.
     last_taken: AtomicU64,
+    /// Close once no request is in flight (toolgate's own HTTP/1.1).
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -215,6 +224,7 @@ impl Activity {
             last_done: AtomicU64::new(0),
             owed: AtomicUsize::new(0),
             last_taken: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -320,7 +330,7 @@ pub async fn serve<M, F, Fut>(
     signals: Signals,
 ) where
     M: FnOnce(ClientConnection) -> F,
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    F: Fn(Request<ClientBody>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let deadline = tokio::time::Instant::now() + timeouts.handshake;
@@ -329,6 +339,9 @@ pub async fn serve<M, F, Fut>(
             return;
         };
         let handler = make(ClientConnection::new(peer, false, None));
+        if protocol == Protocol::Http1 {
+            return run_own(stream, &start, handler, timeouts, signals).await;
+        }
         let io = Replayed { start, position: 0, inner: stream, failed: None };
         return run(io, protocol, handler, timeouts, signals).await;
     };
@@ -347,7 +360,7 @@ async fn serve_tls<M, F, Fut>(
     signals: Signals,
 ) where
     M: FnOnce(ClientConnection) -> F,
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    F: Fn(Request<ClientBody>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let accepting = Box::pin(tokio_rustls::TlsAcceptor::from(config).accept(stream));
@@ -385,29 +398,61 @@ async fn serve_tls<M, F, Fut>(
     run(io, protocol, handler, timeouts, signals).await;
 }
 
+/// One request begun: counted in flight until its answer's body is
+/// dropped, which tells the connection whether the client takes it.
+fn begin<F, Fut>(
+    handler: &F,
+    activity: &Arc<Activity>,
+    request: Request<ClientBody>,
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + use<F, Fut>
+where
+    F: Fn(Request<ClientBody>) -> Fut,
+    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
+    let in_flight = InFlight::begin(activity);
+    // Boxed: hyper keeps a box sized for this service's future for the
+    // connection's whole life, and toolgate's own connection would hold
+    // it in its task. The pipeline's future is several KiB: boxed, it is
+    // allocated per request and freed when the answer's head is out.
+    let answer = Box::pin(handler(request));
+    async move {
+        let response = answer.await?;
+        Ok(response.map(|inner| Tracked { inner, in_flight, owed: false }.boxed_unsync()))
+    }
+}
+
+/// Serves a plaintext HTTP/1.1 connection with toolgate's own server side.
+async fn run_own<F, Fut>(stream: TcpStream, start: &[u8], handler: F, timeouts: Timeouts, signals: Signals)
+where
+    F: Fn(Request<ClientBody>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
+    let activity = Activity::new();
+    let handle = |request| {
+        let answer = begin(&handler, &activity, request);
+        async move {
+            match answer.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    };
+    let connection = std::pin::pin!(h1::serve(stream, start, handle, &activity.closing, timeouts.idle));
+    drive(connection, |_| activity.closing.store(true, Ordering::Relaxed), &activity, timeouts.idle, signals)
+        .await;
+}
+
 async fn run<S, F, Fut>(io: S, protocol: Protocol, handler: F, timeouts: Timeouts, signals: Signals)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    F: Fn(Request<ClientBody>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
     let activity = Activity::new();
     let tracker = activity.clone();
     let handler = Arc::new(handler);
-    let service = service_fn(move |request| {
-        let in_flight = InFlight::begin(&tracker);
-        // Boxed: hyper keeps a box sized for this service's future for the
-        // connection's whole life. The pipeline's future is several KiB, and
-        // awaited from this block it would be held twice: every open
-        // connection, idle or streaming, would pay that. Boxed, it is
-        // allocated per request and freed when the answer's head is out.
-        let answer = Box::pin(handler(request));
-        async move {
-            let response = answer.await?;
-            Ok::<_, Infallible>(
-                response.map(|inner| Tracked { inner, in_flight, owed: false }.boxed_unsync()),
-            )
-        }
+    let service = service_fn(move |request: Request<Incoming>| {
+        begin(&*handler, &tracker, request.map(ClientBody::Hyper))
     });
     let io = TokioIo::new(io);
     match protocol {
@@ -450,14 +495,15 @@ fn tick(idle: Duration) -> Duration {
 ///
 /// The connection is pinned by the caller: an `async fn` holds a parameter
 /// it pins apart from the pinned copy, and this one is most of the task.
-async fn drive<C>(
+async fn drive<C, E>(
     mut connection: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
     activity: &Activity,
     idle: Duration,
     mut signals: Signals,
 ) where
-    C: Future<Output = Result<(), hyper::Error>>,
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let mut closing: Option<Instant> = None;
     // A signal whose sender is gone has nothing more to say.

@@ -65,6 +65,8 @@ pub struct Shared {
     request: u64,
     /// How much of a `100 Continue` owed has been written.
     continue_sent: Option<usize>,
+    /// The client has sent all it will (a half-close).
+    ended: bool,
 }
 
 impl Shared {
@@ -95,15 +97,20 @@ impl Shared {
             let skipped = framing::leading_empty_lines(&mut self.buf);
             progress.skipped += skipped;
             progress.searched = progress.searched.saturating_sub(skipped);
-            if progress.skipped + self.buf.len() > request::MAX_HEAD {
-                return Poll::Ready(Err(HeadError::TooLarge.into()));
-            }
+            request::shrink(&mut self.buf);
             if request::worth_parsing(&self.buf, progress.searched, progress.looked) {
                 progress.looked = true;
                 if let Some(head) = request::parse(&mut self.buf)? {
-                    request::shrink(&mut self.buf);
+                    // What follows the head gets an allocation of its own:
+                    // the head's (grown while it arrived) goes with the
+                    // request.
+                    self.buf = BytesMut::from(&self.buf[..]);
                     return Poll::Ready(Ok(Some(head)));
                 }
+            }
+            // Bytes past a whole head's end never count against its bound.
+            if progress.skipped + self.buf.len() > request::MAX_HEAD {
+                return Poll::Ready(Err(HeadError::TooLarge.into()));
             }
             progress.searched = self.buf.len();
             if closing.load(Ordering::Relaxed) {
@@ -137,12 +144,27 @@ impl Shared {
                     }
                 }
             }
-            Reading::Done if self.buf.is_empty() => match ready!(self.poll_read_more(cx, READ_SIZE)) {
-                Ok(0) | Err(_) => {
-                    self.reading = Reading::Failed;
-                    Poll::Ready(())
+            Reading::Done => loop {
+                // Empty lines before the next head are dropped first: they
+                // are no request waiting its turn.
+                framing::leading_empty_lines(&mut self.buf);
+                request::shrink(&mut self.buf);
+                if self.ended || self.buf.len() >= request::MAX_HEAD {
+                    return Poll::Pending;
                 }
-                Ok(_) => Poll::Pending,
+                match ready!(self.poll_read_more(cx, READ_SIZE)) {
+                    Ok(0) if !self.buf.is_empty() => {
+                        // A half-close after a request sent ahead: both
+                        // are answered.
+                        self.ended = true;
+                        return Poll::Pending;
+                    }
+                    Ok(0) | Err(_) => {
+                        self.reading = Reading::Failed;
+                        return Poll::Ready(());
+                    }
+                    Ok(_) => {}
+                }
             },
             _ => Poll::Pending,
         }
@@ -218,6 +240,7 @@ where
         reading: Reading::Done,
         request: 0,
         continue_sent: None,
+        ended: false,
     }));
     loop {
         let mut progress = HeadProgress::default();
@@ -277,7 +300,10 @@ where
             state.continue_sent.is_none()
         };
         if !continued {
-            poll_fn(|cx| lock(&shared).poll_continue(cx)).await?;
+            let finishing = poll_fn(|cx| lock(&shared).poll_continue(cx));
+            tokio::time::timeout(stall, finishing)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         }
         let keep = keep_alive
             && outgoing != Outgoing::Close
@@ -374,7 +400,7 @@ fn encode_head(
         }
         Outgoing::Chunked => field(&mut head, b"transfer-encoding", b"chunked"),
         // A `HEAD`'s answer says the length a `GET`'s would have.
-        Outgoing::None if !headers.contains_key(header::CONTENT_LENGTH) => {
+        Outgoing::None if !headers.contains_key(header::CONTENT_LENGTH) && status == StatusCode::OK => {
             if let Some(length) = head_length {
                 let _ = write!(head, "content-length: {length}\r\n");
             }
@@ -506,18 +532,26 @@ async fn write_answer(
 /// `stall` (a timer is set only when a write has to wait).
 async fn write_all(shared: &Mutex<Shared>, slices: &mut [IoSlice<'_>], stall: Duration) -> io::Result<()> {
     let mut rest = slices;
+    // The bytes left when the timer was last set, and the timer.
     let mut waiting: Option<(usize, Pin<Box<tokio::time::Sleep>>)> = None;
     poll_fn(|cx| {
         if let Poll::Ready(written) = lock(shared).poll_write_all(cx, &mut rest) {
             return Poll::Ready(written);
         }
         let left: usize = rest.iter().map(|slice| slice.len()).sum();
-        if waiting.as_ref().is_none_or(|(before, _)| *before != left) {
-            waiting = Some((left, Box::pin(tokio::time::sleep(stall))));
-        }
-        match waiting.as_mut().map(|(_, timer)| timer.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
-            _ => Poll::Pending,
+        let timer = match &mut waiting {
+            None => &mut waiting.insert((left, Box::pin(tokio::time::sleep(stall)))).1,
+            Some((before, timer)) => {
+                if *before != left {
+                    *before = left;
+                    timer.as_mut().reset(tokio::time::Instant::now() + stall);
+                }
+                timer
+            }
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
         }
     })
     .await

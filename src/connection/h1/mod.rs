@@ -20,6 +20,7 @@ pub mod request;
 use crate::connection::ClientBody;
 use crate::proxy::ProxyBody;
 use crate::proxy::h1::framing;
+use crate::proxy::refusal::{Refusal, code};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -248,16 +249,13 @@ where
             Ok(Some(head)) => head,
             Ok(None) => return Ok(()),
             Err(Error::Head(error)) => {
-                let status = error.status();
-                let head = encode_head(
-                    status,
-                    &HeaderMap::new(),
-                    Version::HTTP_11,
-                    Outgoing::Length(0),
-                    false,
-                    None,
-                );
-                let _ = write_all(&shared, &mut [IoSlice::new(&head)], stall).await;
+                // Answered as the pipeline answers what it refuses.
+                let refusal =
+                    Refusal::new(error.status(), code::INVALID_REQUEST, "malformed_head", error.to_string());
+                let (parts, body) = refusal.into_response().into_parts();
+                let outgoing = outgoing(&Method::GET, Version::HTTP_11, parts.status, &body);
+                let head = encode_head(parts.status, &parts.headers, Version::HTTP_11, outgoing, false, None);
+                let _ = write_answer(&shared, head, body, outgoing, stall).await;
                 lock(&shared).reading = Reading::Failed;
                 close(&shared).await;
                 return Err(error.into());

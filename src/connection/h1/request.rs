@@ -4,7 +4,7 @@
 //! read from the connection as the pipeline asks for it.
 
 use super::Shared;
-use crate::proxy::h1::framing::{self, Chunked, FramingError, Step};
+use crate::proxy::h1::framing::{self, Chunked, Framing, FramingError, Step};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -141,39 +141,23 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
     Ok(Some(Head { request, reading, keep_alive, expects_continue }))
 }
 
-/// RFC 9112 §6.3 for requests, strictly: `Transfer-Encoding` must be
-/// `chunked` alone, in HTTP/1.1, without a `Content-Length`; lengths must
-/// agree; neither means no body.
+/// RFC 9112 §6.3 for requests, read as answers are ([`framing::declared`]):
+/// a coding other than `chunked` alone is 501, any other ambiguity 400;
+/// neither field means no body.
 fn reading(version: Version, headers: &HeaderMap) -> Result<Reading, HeadError> {
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_some() {
-        if version == Version::HTTP_10 {
-            return Err(HeadError::Malformed("an HTTP/1.0 request with a Transfer-Encoding"));
+    match framing::declared(version, headers) {
+        Ok(Some(Framing::Chunked)) => Ok(Reading::Chunked(Chunked::default())),
+        Ok(Some(Framing::Length(length))) if length > 0 => Ok(Reading::Length(length)),
+        Ok(_) => Ok(Reading::Done),
+        Err(FramingError::Coding) => Err(HeadError::Coding),
+        Err(FramingError::CodedHttp10) => {
+            Err(HeadError::Malformed("an HTTP/1.0 request with a Transfer-Encoding"))
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            return Err(HeadError::Malformed("both Transfer-Encoding and Content-Length"));
+        Err(FramingError::CodedAndLength) => {
+            Err(HeadError::Malformed("both Transfer-Encoding and Content-Length"))
         }
-        let mut named = codings.flat_map(|value| value.as_bytes().split(|&byte| byte == b','));
-        let only_chunked =
-            named.next().is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-                && named.next().is_none();
-        return if only_chunked { Ok(Reading::Chunked(Chunked::default())) } else { Err(HeadError::Coding) };
+        Err(_) => Err(HeadError::Malformed("an invalid or conflicting Content-Length")),
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&byte| byte == b',') {
-            let parsed = framing::decimal(item.trim_ascii())
-                .ok_or(HeadError::Malformed("an invalid Content-Length"))?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(HeadError::Malformed("differing Content-Lengths"));
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(match length {
-        None | Some(0) => Reading::Done,
-        Some(length) => Reading::Length(length),
-    })
 }
 
 /// Why a request's body could not be read.

@@ -109,6 +109,7 @@ async fn heads_that_could_be_framed_two_ways_are_refused_and_the_connection_clos
         let answer = read_to_close(&mut client).await;
         assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{head:?} → {answer:?}");
         assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(answer.contains("\"code\":-32600"), "a JSON-RPC error, as every refusal: {answer}");
         assert!(matches!(served.await?, Err(Error::Head(_))), "{head:?}");
     }
     Ok(())

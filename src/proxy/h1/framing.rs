@@ -187,6 +187,13 @@ fn framing(
     if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
+    Ok(declared(version, headers)?.unwrap_or(Framing::Close))
+}
+
+/// Where a message's body ends by its fields, for answers and requests
+/// alike: `chunked` alone, in HTTP/1.1 and without a `Content-Length`;
+/// or lengths that agree; `None` when neither field is present.
+pub fn declared(version: Version, headers: &HeaderMap) -> Result<Option<Framing>, FramingError> {
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
     if codings.peek().is_some() {
         if version == Version::HTTP_10 {
@@ -199,7 +206,7 @@ fn framing(
         let only_chunked =
             named.next().is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
                 && named.next().is_none();
-        return if only_chunked { Ok(Framing::Chunked) } else { Err(FramingError::Coding) };
+        return if only_chunked { Ok(Some(Framing::Chunked)) } else { Err(FramingError::Coding) };
     }
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
@@ -211,10 +218,10 @@ fn framing(
             length = Some(parsed);
         }
     }
-    Ok(length.map_or(Framing::Close, Framing::Length))
+    Ok(length.map(Framing::Length))
 }
 
-pub fn decimal(digits: &[u8]) -> Option<u64> {
+fn decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }

@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -325,16 +326,13 @@ fn free_port() -> Result<u16, BoxError> {
 #[tokio::test]
 async fn the_rendered_sidecar_serves_and_applies_a_configmap_update_live() -> TestResult {
     let upstream = start_sdk_upstream(true).await;
-    let (proxy, admin) = (free_port()?, free_port()?);
-    let values = |tools: &[&str]| {
-        sidecar(json!({
+    let upstream_port = upstream.port();
+    let rendered = |(proxy, admin): (u16, u16), tools: &[&str]| -> Result<(Vec<String>, String), BoxError> {
+        let (_, manifests) = render(&sidecar(json!({
             "ports": {"proxy": proxy, "admin": admin},
-            "sidecar": {"port": upstream.port()},
+            "sidecar": {"port": upstream_port},
             "policy": {"version": 1, "virtual_servers": {"default": {"anonymous": true, "tools": {"allow": tools}}}},
-        }))
-    };
-    let rendered = |tools: &[&str]| -> Result<(Vec<String>, String), BoxError> {
-        let (_, manifests) = render(&values(tools))?;
+        })))?;
         let deployment = find(&manifests, "Deployment", "toolgate").ok_or("no Deployment")?;
         let args = container(deployment, "toolgate").ok_or("no toolgate")?["args"]
             .as_array()
@@ -345,22 +343,10 @@ async fn the_rendered_sidecar_serves_and_applies_a_configmap_update_live() -> Te
         let config = find(&manifests, "ConfigMap", "-policy").ok_or("no ConfigMap")?;
         Ok((args, config["data"]["policy.yaml"].as_str().ok_or("no policy.yaml")?.to_owned()))
     };
-    let (args, policy) = rendered(&["echo"])?;
     // Mounted as the kubelet mounts a ConfigMap volume: at the container's
     // path, here under a scratch root.
     let root = scratch_dir();
     let mount = "/etc/toolgate/policy";
-    kubelet_swap(&root.join(mount.trim_start_matches('/')), &[("policy.yaml", &policy)]);
-    let args: Vec<String> = args
-        .into_iter()
-        .map(|a| match a.strip_prefix(mount) {
-            Some(rest) => format!("{}{rest}", root.join(mount.trim_start_matches('/')).display()),
-            None => a,
-        })
-        .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate")).args(&args).spawn()?;
-    let gate = format!("127.0.0.1:{proxy}").parse()?;
-    let admin = format!("127.0.0.1:{admin}").parse()?;
     let listed = |addr| async move {
         let reply = post(
             addr,
@@ -372,15 +358,46 @@ async fn the_rendered_sidecar_serves_and_applies_a_configmap_update_live() -> Te
             .as_array()
             .map(|t| t.iter().filter_map(|t| t["name"].as_str().map(String::from)).collect::<Vec<_>>())
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(gate).await.is_err() {
-        assert!(Instant::now() < deadline, "toolgate did not start with the chart's args: {args:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The chart's args name the ports, so they are picked here: free when
+    // picked, they can be taken by another test before toolgate binds them.
+    // toolgate then exits, and is started again on two others.
+    let mut attempts = 0;
+    let (mut child, ports) = loop {
+        attempts += 1;
+        let ports = (free_port()?, free_port()?);
+        let (args, policy) = rendered(ports, &["echo"])?;
+        kubelet_swap(&root.join(mount.trim_start_matches('/')), &[("policy.yaml", &policy)]);
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| match a.strip_prefix(mount) {
+                Some(rest) => format!("{}{rest}", root.join(mount.trim_start_matches('/')).display()),
+                None => a,
+            })
+            .collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate")).args(&args).spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let started = loop {
+            if let Some(status) = child.try_wait()? {
+                break Err(format!("toolgate exited ({status}) with the chart's args: {args:?}"));
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", ports.0)).await.is_ok() {
+                break Ok(());
+            }
+            assert!(Instant::now() < deadline, "toolgate did not start with the chart's args: {args:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match started {
+            Ok(()) => break (child, ports),
+            Err(error) if attempts == 3 => return Err(error.into()),
+            Err(_) => continue,
+        }
+    };
+    let gate = SocketAddr::from(([127, 0, 0, 1], ports.0));
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports.1));
     assert_eq!(listed(gate).await, Some(vec!["echo".to_owned()]));
 
     // `kubectl edit configmap`: the kubelet swaps `..data`; no restart.
-    let (_, widened) = rendered(&["echo", "progress"])?;
+    let (_, widened) = rendered(ports, &["echo", "progress"])?;
     kubelet_swap(&root.join(mount.trim_start_matches('/')), &[("policy.yaml", &widened)]);
     until_generation(admin, 2).await?;
     assert_eq!(listed(gate).await, Some(vec!["echo".to_owned(), "progress".to_owned()]));

@@ -6,7 +6,7 @@ use super::BoxError;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A server process, killed when dropped.
 pub struct External {
@@ -34,13 +34,28 @@ fn installed(variable: &str) -> Result<String, BoxError> {
 /// with flags `--json` and `--compression`.
 pub fn start_typescript_upstream(flags: &[&str]) -> Result<External, BoxError> {
     let script = installed("TOOLGATE_TEST_TYPESCRIPT_SERVER")?;
-    let mut child = Command::new("node")
-        .arg(&script)
-        .args(flags)
+    let mut command = Command::new("node");
+    command.arg(&script).args(flags);
+    start(command, "the TypeScript server")
+}
+
+/// The Python SDK's server (`tests/upstreams/python`), with flag `--json`.
+pub fn start_python_upstream(flags: &[&str]) -> Result<External, BoxError> {
+    let python = installed("TOOLGATE_TEST_PYTHON")?;
+    let mut command = Command::new(python);
+    command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstreams/python/server.py")).args(flags);
+    start(command, "the Python server")
+}
+
+/// Runs a server that binds a port of the system's choosing and prints
+/// `listening PORT` once it accepts connections; a port chosen here and
+/// handed over could be taken by another test before the server binds it.
+fn start(mut command: Command, name: &str) -> Result<External, BoxError> {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("cannot run node {script}: {e}"))?;
+        .map_err(|e| format!("cannot start {name} ({command:?}): {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -50,30 +65,9 @@ pub fn start_typescript_upstream(flags: &[&str]) -> Result<External, BoxError> {
             }
         }
     });
-    let port = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "the TypeScript server did not start")?;
-    Ok(External { addr: format!("127.0.0.1:{port}").parse()?, child })
-}
-
-/// The Python SDK's server (`tests/upstreams/python`), with flag `--json`.
-pub fn start_python_upstream(flags: &[&str]) -> Result<External, BoxError> {
-    let python = installed("TOOLGATE_TEST_PYTHON")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstreams/python/server.py");
-    let child = Command::new(&python)
-        .arg(script)
-        .arg(port.to_string())
-        .args(flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot run {python}: {e}"))?;
-    let server = External { addr: format!("127.0.0.1:{port}").parse()?, child };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(server.addr).is_err() {
-        if Instant::now() > deadline {
-            return Err("the Python server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Owned from here, so the process is killed on every early return.
+    let mut server = External { addr: SocketAddr::from(([127, 0, 0, 1], 0)), child };
+    let port = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| format!("{name} did not start"))?;
+    server.addr.set_port(port.parse()?);
     Ok(server)
 }

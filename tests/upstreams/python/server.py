@@ -1,23 +1,25 @@
 """The official Python MCP SDK server (FastMCP on Starlette and uvicorn), as
 an upstream for toolgate's integration tests.
 
-    python server.py PORT [--json]
+    python server.py [--json]
 
-Listens on 127.0.0.1:PORT at /mcp. --json: stateless, answers with JSON;
-otherwise sessions and SSE answers.
+Listens on 127.0.0.1 at /mcp on a port the system picks, and prints
+`listening PORT` once it accepts connections (a port picked by the caller
+could be taken by someone else before the server binds it). --json:
+stateless, answers with JSON; otherwise sessions and SSE answers.
 """
 
+import socket
 import sys
 
+import uvicorn
 from mcp.server.fastmcp import FastMCP
 
-port = int(sys.argv[1])
-json_mode = "--json" in sys.argv[2:]
+json_mode = "--json" in sys.argv[1:]
 
 mcp = FastMCP(
     "python-upstream",
     host="127.0.0.1",
-    port=port,
     stateless_http=json_mode,
     json_response=json_mode,
     log_level="WARNING",
@@ -68,4 +70,14 @@ def admin_prompt() -> str:
     return "sudo"
 
 
-mcp.run(transport="streamable-http")
+class Server(uvicorn.Server):
+    async def startup(self, sockets=None):
+        await super().startup(sockets=sockets)
+        print(f"listening {listener.getsockname()[1]}", flush=True)
+
+
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.bind(("127.0.0.1", 0))
+listener.listen(1024)
+config = uvicorn.Config(mcp.streamable_http_app(), log_level="warning")
+Server(config).run(sockets=[listener])

@@ -135,6 +135,13 @@ async fn protocol_versions_are_enforced() -> TestResult {
     assert_refused(&send(gate.addr, "GET", "/mcp", &get, "").await, StatusCode::BAD_REQUEST, -32600);
     assert_refused(&send(gate.addr, "DELETE", "/mcp", &[], "").await, StatusCode::BAD_REQUEST, -32600);
     assert_forwarded(&post(gate.addr, &[V0618], PING).await);
+    // A header the client names in `Connection` is not forwarded, so it is
+    // not judged either: the upstream would read no version, 2025-03-26.
+    for connection in ["mcp-protocol-version", "keep-alive, MCP-Protocol-Version"] {
+        let reply = post(gate.addr, &[V0618, ("connection", connection)], PING).await;
+        assert_refused(&reply, StatusCode::BAD_REQUEST, -32600);
+        assert!(reply.text().contains("without MCP-Protocol-Version"), "{}", reply.text());
+    }
     gate.shutdown().await;
     Ok(())
 }

@@ -241,8 +241,9 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Builds the upstream request from the client's: the upstream's path with
-/// the client's query, the client's end-to-end headers, `Host` naming the
-/// upstream, and `X-Forwarded-*` describing the client. Inbound
+/// the client's query, the client's headers (the pipeline dropped the
+/// hop-by-hop ones first), `Host` naming the upstream, and
+/// `X-Forwarded-*` describing the client. Inbound
 /// `X-Forwarded-*` values are replaced, not appended to: toolgate is the
 /// edge that saw the peer, and a client's own claims are not evidence.
 pub fn upstream_request(
@@ -269,7 +270,7 @@ pub fn upstream_request(
         .ok()
         .flatten()
         .and_then(|authority| HeaderValue::from_str(authority).ok());
-    strip_hop_by_hop(&mut headers);
+    // Hop-by-hop headers went when the request arrived (`pipeline`).
     // MCP forbids token passthrough: the client's credentials stay here.
     for name in &identity.strip_inbound {
         headers.remove(name);

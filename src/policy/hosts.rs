@@ -42,7 +42,12 @@ impl AllowedHosts {
         let Some((host, port)) = split_authority(authority) else {
             return false;
         };
-        let host = host.to_ascii_lowercase();
+        // Lower-cased copy only when the client sent capitals.
+        let host: std::borrow::Cow<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
         let host = host.strip_suffix('.').unwrap_or(&host);
         if self.entries.contains(host) {
             return true;

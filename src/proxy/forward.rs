@@ -204,34 +204,50 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// RFC 9110 §7.6.1: connection-specific fields are not forwarded, nor any
-/// field the `Connection` header names.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// field the `Connection` header names. `Proxy-Connection` is an old
+/// spelling of `Connection` some clients still send.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
 ];
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One look at each name; usually none is hop-by-hop, or only
-    // `Connection: keep-alive` is there.
-    let hop = |name: &&HeaderName| HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection";
-    let mut doomed: Vec<HeaderName> = headers.keys().filter(hop).cloned().collect();
-    if doomed.is_empty() {
+    // One look at each name, and nothing allocated in the usual cases: no
+    // name is hop-by-hop, or only `Connection: keep-alive` is there. Names
+    // of other lengths fail at the length compare.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| *hop == name.as_str()) {
+            present |= 1 << at;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named = headers
+    // What `Connection` names besides those: only names present need going.
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
-    doomed.extend(named);
-    for name in &doomed {
+        .map(str::trim)
+        .filter(|token| !HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(token)))
+        .filter(|token| headers.contains_key(*token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << at) != 0 {
+            headers.remove(*name);
+        }
+    }
+    for name in &named {
         headers.remove(name);
     }
 }
@@ -450,8 +466,7 @@ mod tests {
 
     #[test]
     fn each_hop_by_hop_header_goes_even_alone() {
-        let names = HOP_BY_HOP.iter().cloned().chain([HeaderName::from_static("proxy-connection")]);
-        for name in names {
+        for name in HOP_BY_HOP.map(HeaderName::from_static) {
             let mut headers = HeaderMap::new();
             headers.insert("mcp-session-id", HeaderValue::from_static("abc"));
             headers.insert(name.clone(), HeaderValue::from_static("x"));

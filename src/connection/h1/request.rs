@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -78,9 +79,11 @@ pub fn worth_parsing(buf: &[u8], searched: usize, looked: bool) -> bool {
 /// Parses the head at the front of `buf` (after empty lines, which the
 /// caller takes off), taking it off the buffer when whole.
 pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut slots);
-    let length = match parsed.parse(buf) {
+    // Left uninitialised: httparse writes the fields it finds (3 KiB a
+    // head otherwise zeroed for nothing).
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let length = match parsed.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),

@@ -12,6 +12,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
+use std::mem::MaybeUninit;
 
 /// The most an answer's head may take, interim answers included.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -98,9 +99,15 @@ pub enum Parsed {
 /// when whole. `method` is the request's (a `HEAD`'s answer has no body);
 /// `limit` is what is left of [`MAX_HEAD`] after interim heads.
 pub fn parse_head(buf: &mut BytesMut, method: &Method, limit: usize) -> Result<Parsed, FramingError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buf) {
+    // Left uninitialised: httparse writes the fields it finds (3 KiB a
+    // head otherwise zeroed for nothing).
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() >= limit => return Err(FramingError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),

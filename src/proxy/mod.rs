@@ -87,14 +87,13 @@ pub async fn handle(
 async fn pipeline(
     gateway: &Arc<Gateway>,
     policy: &Arc<Policy>,
-    request: Request<ClientBody>,
+    mut request: Request<ClientBody>,
     client: &ClientConnection,
     exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, Refusal> {
     // Hop-by-hop headers, and those the client names in `Connection`, are
     // not forwarded (RFC 9110 §7.6.1): dropped before any step judges the
     // request, so every decision is made on what the upstream will read.
-    let mut request = request;
     forward::strip_hop_by_hop(request.headers_mut());
     let peer = client.peer;
     let transport = &policy.transport;

@@ -101,11 +101,17 @@ impl Shared {
             request::shrink(&mut self.buf);
             if request::worth_parsing(&self.buf, progress.searched, progress.looked) {
                 progress.looked = true;
+                let allocated = self.buf.capacity();
                 if let Some(head) = request::parse(&mut self.buf)? {
-                    // What follows the head gets an allocation of its own:
-                    // the head's (grown while it arrived) goes with the
+                    // What follows the head (its body, a request sent
+                    // ahead) shares the head's allocation, which the
+                    // request holds anyway, unless that grew past one
+                    // read while a long head arrived: then it gets its
+                    // own, so as not to hold the large one after the
                     // request.
-                    self.buf = BytesMut::from(&self.buf[..]);
+                    if allocated > READ_SIZE {
+                        self.buf = BytesMut::from(&self.buf[..]);
+                    }
                     return Poll::Ready(Ok(Some(head)));
                 }
             }

@@ -4,9 +4,9 @@
 //! read from the connection as the pipeline asks for it.
 
 use super::Shared;
-use crate::proxy::h1::framing::{self, Chunked, Framing, FramingError, Step};
+use crate::proxy::h1::framing::{self, BadField, Chunked, Framing, FramingError, Step};
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use std::io;
@@ -98,31 +98,17 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
         .map_err(|_| HeadError::Malformed("an invalid method"))?;
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     // The target and the values are kept as slices of the head's bytes.
-    let base = buf.as_ptr() as usize;
-    let offset = |slice: &[u8]| {
-        (slice.as_ptr() as usize)
-            .checked_sub(base)
-            .filter(|start| start + slice.len() <= length)
-            .or(slice.is_empty().then_some(0))
-            .map(|start| start..start + slice.len())
-            .ok_or(HeadError::Malformed("a field outside the head"))
+    let bad = |bad| match bad {
+        BadField::Name => HeadError::Malformed("an invalid field name"),
+        BadField::Value => HeadError::Malformed("an invalid field value"),
+        BadField::Outside => HeadError::Malformed("a field outside the head"),
     };
-    let target = offset(parsed.path.unwrap_or_default().as_bytes())?;
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| HeadError::Malformed("an invalid field name"))?;
-        fields.push((name, offset(field.value)?));
-    }
+    let target = framing::range_in(buf, length, parsed.path.unwrap_or_default().as_bytes()).map_err(bad)?;
+    let fields = framing::owned_fields(buf, length, parsed.headers).map_err(bad)?;
     let bytes = buf.split_to(length).freeze();
     let uri = Uri::from_maybe_shared(bytes.slice(target))
         .map_err(|_| HeadError::Malformed("an invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
-        let value = HeaderValue::from_maybe_shared(bytes.slice(range))
-            .map_err(|_| HeadError::Malformed("an invalid field value"))?;
-        headers.append(name, value);
-    }
+    let headers = framing::header_map(&bytes, fields).map_err(bad)?;
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
         return Err(HeadError::Malformed("an HTTP/1.1 request needs exactly one Host"));

@@ -13,6 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// The most an answer's head may take, interim answers included.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -127,31 +128,61 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method, limit: usize) -> Result<P
         buf.advance(length);
         return Ok(Parsed::Interim(length));
     }
-    // Names are read now; values are kept as slices of the head's bytes,
-    // once the head is taken off the buffer.
-    let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(response.headers.len());
-    for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| FramingError::Malformed(httparse::Error::HeaderName))?;
-        // A value is a slice of `buf` (an empty one may point anywhere).
-        let start = (field.value.as_ptr() as usize)
-            .checked_sub(base)
-            .filter(|start| start + field.value.len() <= length)
-            .or(field.value.is_empty().then_some(0))
-            .ok_or(FramingError::BadValue)?;
-        fields.push((name, start, start + field.value.len()));
-    }
+    let fields = owned_fields(buf, length, response.headers).map_err(|bad| match bad {
+        BadField::Name => FramingError::Malformed(httparse::Error::HeaderName),
+        BadField::Value | BadField::Outside => FramingError::BadValue,
+    })?;
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, start, end) in fields {
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| FramingError::BadValue)?;
-        headers.append(name, value);
-    }
+    let headers = header_map(&head, fields).map_err(|_| FramingError::BadValue)?;
     let framing = framing(method, status, version, &headers)?;
     let keep_alive = version == Version::HTTP_11 && framing != Framing::Close && !closes(&headers);
     Ok(Parsed::Final(Head { status, version, headers, framing, keep_alive }))
+}
+
+/// A field of a head that cannot be carried.
+#[derive(Debug)]
+pub enum BadField {
+    Name,
+    Value,
+    /// A slice httparse gave that is not within the head.
+    Outside,
+}
+
+/// Where `slice`, one of httparse's slices of `buf`, lies within the
+/// head's first `length` bytes (an empty one may point anywhere).
+pub fn range_in(buf: &[u8], length: usize, slice: &[u8]) -> Result<Range<usize>, BadField> {
+    (slice.as_ptr() as usize)
+        .checked_sub(buf.as_ptr() as usize)
+        .filter(|start| start + slice.len() <= length)
+        .or(slice.is_empty().then_some(0))
+        .map(|start| start..start + slice.len())
+        .ok_or(BadField::Outside)
+}
+
+/// The fields httparse found in a head of `length` bytes at the front of
+/// `buf`: names read now, values as ranges of the head, to be taken from
+/// it ([`header_map`]) once it is off the buffer.
+pub fn owned_fields(
+    buf: &[u8],
+    length: usize,
+    fields: &[httparse::Header<'_>],
+) -> Result<Vec<(HeaderName, Range<usize>)>, BadField> {
+    let mut owned = Vec::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BadField::Name)?;
+        owned.push((name, range_in(buf, length, field.value)?));
+    }
+    Ok(owned)
+}
+
+/// The head's fields, their values slices of `head`'s bytes.
+pub fn header_map(head: &Bytes, fields: Vec<(HeaderName, Range<usize>)>) -> Result<HeaderMap, BadField> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| BadField::Value)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// Takes the empty lines (CRLF or LF) at the front of `buf` off it, as

@@ -495,4 +495,10 @@ impl Body for FilteredEvents {
             }
         }
     }
+
+    /// Nothing is waiting to go and the upstream's body has ended (an
+    /// unfinished last event is dropped then anyway).
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty() && self.judging.is_none() && (self.ended || self.inner.is_end_stream())
+    }
 }

@@ -475,30 +475,51 @@ async fn write_answer(
         Outgoing::Length(length) => length,
         _ => 0,
     };
+    // A frame polled early, to learn whether the one before it was the last.
+    let mut ahead: Option<Next> = None;
     loop {
-        let next = poll_fn(|cx| {
-            if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
-                return Poll::Ready(Next::Frame(frame));
-            }
-            if head.is_some() {
-                // An event stream's next bytes may be long in coming.
-                return Poll::Ready(Next::HeadNow);
-            }
-            lock(shared).poll_departed(cx).map(|()| Next::Departed)
-        })
-        .await;
+        let next = if let Some(next) = ahead.take() {
+            next
+        } else {
+            poll_fn(|cx| {
+                if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                    return Poll::Ready(Next::Frame(frame));
+                }
+                if head.is_some() {
+                    // An event stream's next bytes may be long in coming.
+                    return Poll::Ready(Next::HeadNow);
+                }
+                lock(shared).poll_departed(cx).map(|()| Next::Departed)
+            })
+            .await
+        };
+        let length = matches!(outgoing, Outgoing::Length(_));
         let (data, ended) = match next {
             Next::Departed => return Ok(false),
             Next::HeadNow => (Bytes::new(), false),
             Next::Frame(None) => (Bytes::new(), true),
             Next::Frame(Some(Err(never))) => match never {},
             Next::Frame(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => (data, body.is_end_stream()),
+                Ok(data) if length || body.is_end_stream() => (data, body.is_end_stream()),
+                Ok(data) => {
+                    // A body that does not know it has ended (a stream
+                    // whose source just ended) is polled once more, so
+                    // that its last bytes and the chunked terminator go
+                    // out in one write rather than two.
+                    let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+                    match polled {
+                        Poll::Ready(None) => (data, true),
+                        Poll::Ready(frame) => {
+                            ahead = Some(Next::Frame(frame));
+                            (data, false)
+                        }
+                        Poll::Pending => (data, false),
+                    }
+                }
                 // Trailers are not carried.
                 Err(_) => continue,
             },
         };
-        let length = matches!(outgoing, Outgoing::Length(_));
         if length {
             left = left.checked_sub(data.len() as u64).ok_or(Error::BodyLength)?;
         }

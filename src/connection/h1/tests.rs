@@ -224,6 +224,64 @@ async fn answers_of_unknown_length_are_chunked_and_close_delimited_for_http10() 
     Ok(())
 }
 
+/// A body that learns of its end only when polled after its last bytes
+/// (a stream whose source has just ended), noting then whether any of
+/// the answer had reached the client.
+struct EndsUnannounced {
+    sent: bool,
+    client: std::net::TcpStream,
+    answer_out_before_end: Arc<AtomicBool>,
+}
+
+impl http_body::Body for EndsUnannounced {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if !self.sent {
+            self.sent = true;
+            return Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"abc")))));
+        }
+        // Loopback delivers within the write: any write made so far is here.
+        let out = self.client.peek(&mut [0u8; 1]).is_ok();
+        self.answer_out_before_end.store(out, Ordering::SeqCst);
+        Poll::Ready(None)
+    }
+}
+
+#[tokio::test]
+async fn the_last_bytes_and_the_chunked_terminator_go_out_in_one_write() -> TestResult {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let client = TcpStream::connect(listener.local_addr()?).await?.into_std()?;
+    let peeker = client.try_clone()?;
+    let mut client = TcpStream::from_std(client)?;
+    let (server, _) = listener.accept().await?;
+    let out_early = Arc::new(AtomicBool::new(false));
+    let noted = out_early.clone();
+    let peeker = Arc::new(Mutex::new(Some(peeker)));
+    let handle = move |_| {
+        let peeker = peeker.lock().ok().and_then(|mut slot| slot.take());
+        let noted = noted.clone();
+        async move {
+            let Some(client) = peeker else { return Response::new(streamed(vec!["again"])) };
+            let body = EndsUnannounced { sent: false, client, answer_out_before_end: noted };
+            Response::new(body.boxed_unsync())
+        }
+    };
+    let _served = tokio::spawn(async move {
+        let closing = AtomicBool::new(false);
+        serve(server, b"", handle, &closing, Duration::from_secs(5)).await
+    });
+    client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    let answer = read_until(&mut client, "0\r\n\r\n", 1).await;
+    assert!(answer.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{answer:?}");
+    assert!(!out_early.load(Ordering::SeqCst), "the head and `abc` were written before the end was asked for");
+    Ok(())
+}
+
 #[tokio::test]
 async fn http10_keep_alive_is_honoured_for_answers_of_known_length() -> TestResult {
     let (mut client, _served) = connected(echo).await?;

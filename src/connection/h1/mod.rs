@@ -16,6 +16,7 @@
 //!   request's body was read to its end and both sides allow it.
 
 pub mod request;
+mod scratch;
 
 use crate::connection::ClientBody;
 use crate::proxy::ProxyBody;
@@ -26,6 +27,7 @@ use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use request::{Head, HeadError, Reading, RequestBody};
+use scratch::read_scratch;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice, Write as _};
 use std::pin::{Pin, pin};
@@ -192,23 +194,6 @@ impl Shared {
         }
         Poll::Ready(Ok(()))
     }
-}
-
-/// Reads up to `want` bytes (at most [`READ_SIZE`]) from the socket into
-/// the thread's scratch buffer, and hands them to `take`: a connection's
-/// own buffer is then sized to what arrived, and nothing is zeroed first.
-fn read_scratch(io: &TcpStream, want: usize, take: impl FnOnce(&[u8])) -> io::Result<usize> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-    }
-    SCRATCH.with_borrow_mut(|scratch| {
-        scratch.clear();
-        scratch.reserve(READ_SIZE);
-        let want = want.clamp(1, READ_SIZE);
-        let read = io.try_read_buf(&mut bytes::BufMut::limit(&mut *scratch, want))?;
-        take(&scratch[..read]);
-        Ok(read)
-    })
 }
 
 /// How far a head arriving in pieces has been looked at.

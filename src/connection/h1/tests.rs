@@ -278,7 +278,10 @@ async fn the_last_bytes_and_the_chunked_terminator_go_out_in_one_write() -> Test
     client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await?;
     let answer = read_until(&mut client, "0\r\n\r\n", 1).await;
     assert!(answer.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{answer:?}");
-    assert!(!out_early.load(Ordering::SeqCst), "the head and `abc` were written before the end was asked for");
+    assert!(
+        !out_early.load(Ordering::SeqCst),
+        "the head and `abc` were written before the end was asked for"
+    );
     Ok(())
 }
 

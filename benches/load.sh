@@ -6,9 +6,10 @@
 #   TOOLGATE_BIN=path ONLY=list-json benches/load.sh   # another build; one scenario
 #
 # One nginx serves fixed MCP answers (the upstream): a tools/call result
-# as JSON and as SSE, and a tools/list of 1,000 tools (190 KB). The same
-# nginx, on another port, is the reference plain proxy: `proxy_pass` with
-# a keepalive upstream pool, access log on. toolgate runs with a realistic
+# as JSON and as SSE, and a tools/list of 1,000 tools (190 KB). Another
+# nginx, with a worker per core as toolgate has a thread per core, is the
+# reference plain proxy: `proxy_pass` with a keepalive upstream pool,
+# access log on. toolgate runs with a realistic
 # policy: JWT (ES256) authentication, a 50-pattern allowlist with globs
 # that keeps half the tools, list filtering, access log on. Lists are
 # measured twice: `list-json` as deployed (the same catalogue again is
@@ -122,19 +123,30 @@ open(f"{work}/token", "w").write(f"{header}.{claims}.{b64(r.to_bytes(32, 'big') 
 PY
 TOKEN=$(cat "$work/token")
 
-cat >"$work/nginx.conf" <<NGINX
-worker_processes 1;
+# Two nginx instances, so that the reference proxy never shares a process
+# with the upstream it proxies to. The upstream (and the reference for
+# idle streams, whose memory is then one process's, as toolgate's is)
+# runs one worker; the reference proxy runs as many workers as toolgate
+# has runtime threads (one per core), nginx's own `auto`.
+nginx_conf() { # name workers -> a config whose http block reads stdin
+  cat >"$work/$1.conf" <<NGINX
+worker_processes $2;
 worker_rlimit_nofile $files;
 daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
+pid $work/$1.pid;
+error_log $work/$1-error.log warn;
 events { worker_connections $files; }
 http {
-  access_log $work/nginx-access.log;
+  access_log $work/$1-access.log;
   client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
   keepalive_requests 1000000;
-  # The upstream: fixed answers to POSTs (served as files through error_page,
-  # since the static handler answers POST with 405).
+$(cat)
+}
+NGINX
+}
+nginx_conf upstream 1 <<NGINX
+  # Fixed answers to POSTs (served as files through error_page, since the
+  # static handler answers POST with 405).
   server {
     listen 127.0.0.1:$UP;
     access_log off;
@@ -146,16 +158,18 @@ http {
     location = /list.json { default_type application/json; }
     location = /call.sse { default_type text/event-stream; }
   }
+  # Idle SSE streams (GET /mcp), to benches/streams.py's upstream.
+  server {
+    listen 127.0.0.1:$STREAM_REF;
+    location / { proxy_pass http://127.0.0.1:$STREAM_UP; proxy_http_version 1.1; proxy_buffering off; proxy_read_timeout 1h; }
+  }
+NGINX
+nginx_conf nginx auto <<NGINX
   # The reference: nginx as a plain reverse proxy with a keepalive pool.
   upstream mcp { server 127.0.0.1:$UP; keepalive 64; }
   server {
     listen 127.0.0.1:$REF;
     location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-  # Idle SSE streams (GET /mcp), to benches/streams.py's upstream.
-  server {
-    listen 127.0.0.1:$STREAM_REF;
-    location / { proxy_pass http://127.0.0.1:$STREAM_UP; proxy_http_version 1.1; proxy_buffering off; proxy_read_timeout 1h; }
   }
   # The same without its access log.
   server {
@@ -163,10 +177,11 @@ http {
     access_log off;
     location / { proxy_pass http://mcp; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
-}
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
+for instance in upstream nginx; do
+  nginx -c "$work/$instance.conf" -p "$work" &
+  pids+=($!)
+done
 
 # 50 patterns: exact names and globs, half of the catalogue kept.
 patterns=$(python3 -c 'print(", ".join(["\"read_*\""] + [f"\"audit_{i}_*\"" for i in range(24)] + [f"\"ping_{i}\"" for i in range(25)]))')
@@ -206,7 +221,7 @@ for _ in $(seq 100); do
   for gate in "${!gate_port[@]}"; do
     curl -s -o /dev/null "http://127.0.0.1:${gate_port[$gate]}/" 2>/dev/null || ready=0
   done
-  curl -s -o /dev/null "http://127.0.0.1:$REF/" 2>/dev/null || ready=0
+  for port in $UP $REF; do curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null || ready=0; done
   [ "$ready" = 1 ] && break; sleep 0.1
 done
 

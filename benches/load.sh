@@ -248,12 +248,18 @@ run() { # url script connections -> "rps p50_ms p99_ms non2xx"
     END { printf "%s %.3f %.3f %d\n", rps, ms(p50), ms(p99), bad + 0 }'
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# The reference nginx's workers, together.
+nginx_ticks() { local t=0 w; for w in $(pgrep -P "${pids[1]}"); do t=$((t + $(cpu_ticks "$w"))); done; echo "$t"; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 col() { cut -d' ' -f"$1" "$2" | median; }
+per_10k() { # ticks "rps ..." -> CPU seconds per 10,000 requests
+  awk -v t="$1" -v hz="$hz" -v rps="${2%% *}" -v s="$SECONDS_PER_ROUND" \
+    'BEGIN { n = rps * s; if (n > 0) printf "%.3f\n", t / hz / n * 10000; else print 0 }'
+}
 
 echo "wrk -t1, ${SECONDS_PER_ROUND}s rounds x $ROUNDS, alternating direct / nginx / toolgate; medians. toolgate: $bin"
-printf "%-26s %10s %10s %10s %8s %10s %10s %10s %12s %12s\n" \
-  scenario direct_rps nginx_rps tg_rps tg/nginx nginx_p50 tg_p50 added_p50 tg_cpu_s/10k tg_cpu_ms/MB
+printf "%-26s %10s %10s %10s %8s %10s %10s %10s %15s %12s %12s\n" \
+  scenario direct_rps nginx_rps tg_rps tg/nginx nginx_p50 tg_p50 added_p50 nginx_cpu_s/10k tg_cpu_s/10k tg_cpu_ms/MB
 list_bytes=$(wc -c <"$work/list.json")
 hz=$(getconf CLK_TCK)
 failed=0
@@ -267,16 +273,17 @@ for row in "${rows[@]}"; do
   # ONLY=list-json (a gate) measures that one alone.
   [ -n "${ONLY:-}" ] && [ "$ONLY" != "$gate" ] && continue
   lua=$(script "$method")
-  : >"$work/d"; : >"$work/n"; : >"$work/t"; : >"$work/c"
+  : >"$work/d"; : >"$work/n"; : >"$work/t"; : >"$work/c"; : >"$work/nc"
   for _ in $(seq "$ROUNDS"); do
     run "http://127.0.0.1:$UP/$scenario" "$lua" "$conns" >>"$work/d"
-    run "http://127.0.0.1:$nginx/$scenario" "$lua" "$conns" >>"$work/n"
+    before=$(nginx_ticks)
+    out=$(run "http://127.0.0.1:$nginx/$scenario" "$lua" "$conns"); echo "$out" >>"$work/n"
+    after=$(nginx_ticks)
+    per_10k "$((after - before))" "$out" >>"$work/nc"
     before=$(cpu_ticks "${gate_pid[$gate]}")
     out=$(run "http://127.0.0.1:${gate_port[$gate]}/mcp" "$lua" "$conns"); echo "$out" >>"$work/t"
     after=$(cpu_ticks "${gate_pid[$gate]}")
-    rps=$(echo "$out" | cut -d' ' -f1)
-    awk -v t=$((after - before)) -v hz="$hz" -v rps="$rps" -v s="$SECONDS_PER_ROUND" \
-      'BEGIN { n = rps * s; if (n > 0) printf "%.3f\n", t / hz / n * 10000; else print 0 }' >>"$work/c"
+    per_10k "$((after - before))" "$out" >>"$work/c"
   done
   bad=$(awk '{ s += $4 } END { print s + 0 }' "$work/t" "$work/n")
   [ "$bad" -gt 0 ] && { echo "load.sh: $bad non-2xx answers in $gate (see $work/$gate.log)" >&2; failed=1; }
@@ -284,9 +291,9 @@ for row in "${rows[@]}"; do
   # CPU per MB of list filtered: the list rows' answers are list.json.
   mb=0; [ "$method" = tools/list ] && mb=$list_bytes
   awk -v name="$gate c=$conns" -v d="$(col 1 "$work/d")" -v n="$(col 1 "$work/n")" -v t="$(col 1 "$work/t")" \
-      -v n5="$(col 2 "$work/n")" -v t5="$(col 2 "$work/t")" -v c="$(col 1 "$work/c")" -v mb="$mb" 'BEGIN {
+      -v n5="$(col 2 "$work/n")" -v t5="$(col 2 "$work/t")" -v c="$(col 1 "$work/c")" -v nc="$(col 1 "$work/nc")" -v mb="$mb" 'BEGIN {
     per_mb = (mb > 0 ? sprintf("%.2f", c / 10000 * 1000 / (mb / 1e6)) : "-")
-    printf "%-26s %10.0f %10.0f %10.0f %8.2f %8.3fms %8.3fms %8.3fms %12s %12s\n", name, d, n, t, (n > 0 ? t / n : 0), n5, t5, t5 - n5, c, per_mb }'
+    printf "%-26s %10.0f %10.0f %10.0f %8.2f %8.3fms %8.3fms %8.3fms %15s %12s %12s\n", name, d, n, t, (n > 0 ? t / n : 0), n5, t5, t5 - n5, nc, c, per_mb }'
 done
 
 # Fixed rate: half of nginx's saturation rate for JSON and SSE calls, with

@@ -315,11 +315,9 @@ async fn close(shared: &Mutex<Shared>) {
     let _ = poll_fn(|cx| Pin::new(&mut lock(shared).io).poll_shutdown(cx)).await;
     let unread = {
         let mut state = lock(shared);
-        let mut probe = [0u8; 1];
         // After a request read whole, only bytes already here say the
         // client is still sending; otherwise it may well be.
-        let pending = !matches!(state.reading, Reading::Done)
-            || matches!(state.io.try_read(&mut probe), Ok(read) if read > 0);
+        let pending = !matches!(state.reading, Reading::Done) || scratch::has_unread(&state.io);
         state.reading = Reading::Failed;
         pending
     };

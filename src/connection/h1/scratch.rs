@@ -1,7 +1,8 @@
 //! Reads from a client's socket into one scratch buffer per thread, so
 //! that a connection's own buffer holds only what arrived, and a read that
 //! empties the socket tells the runtime so (no read that finds nothing
-//! before the next wait).
+//! before the next wait); and whether bytes wait unread, asked of the
+//! kernel.
 
 use super::READ_SIZE;
 use bytes::BytesMut;
@@ -46,6 +47,14 @@ pub(super) fn read_scratch(io: &TcpStream, want: usize, take: impl FnOnce(&[u8])
     })
 }
 
+/// Whether the client has sent bytes that are not read yet. The kernel is
+/// asked (a peek), not the runtime: a short read cleared its readiness,
+/// and it may not have seen what came since.
+pub(super) fn has_unread(io: &TcpStream) -> bool {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(io).peek(&mut probe), Ok(read) if read > 0)
+}
+
 /// Whether the runtime's poller signals each arrival (epoll, kqueue), so
 /// that a short read shows the socket empty.
 const EDGE_TRIGGERED: bool = cfg!(any(
@@ -70,14 +79,20 @@ mod tests {
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     #[tokio::test]
-    async fn a_short_read_leaves_the_socket_waiting_for_the_next_arrival_which_still_wakes_it() -> TestResult
-    {
+    async fn a_short_read_clears_readiness_and_no_arrival_after_it_is_missed() -> TestResult {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let mut client = TcpStream::connect(listener.local_addr()?).await?;
         let (server, _) = listener.accept().await?;
         let ready_now = |io: &TcpStream| {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             io.poll_read_ready(&mut cx).is_ready()
+        };
+        // A read that does not wait for the runtime to see the bytes.
+        let read_now = |io: &TcpStream| {
+            let mut got = [0u8; 8];
+            let socket = socket2::SockRef::from(io);
+            let read = std::io::Read::read(&mut &*socket, &mut got)?;
+            Ok::<_, io::Error>(got[..read].to_vec())
         };
         let read = |io: &TcpStream, want: usize| {
             let mut got = Vec::new();
@@ -97,6 +112,13 @@ mod tests {
         client.write_all(b"gh").await?;
         tokio::time::timeout(Duration::from_secs(5), server.readable()).await??;
         assert_eq!(read(&server, READ_SIZE)?, b"gh");
+        // Bytes the runtime has not seen yet (this task has not yielded to
+        // it since) are still found unread: a closing connection lingers
+        // for them rather than resetting the client.
+        assert!(!has_unread(&server));
+        client.write_all(b"i").await?;
+        assert!(has_unread(&server), "bytes sent after a short read were taken for none");
+        assert_eq!(read_now(&server)?, b"i");
         client.shutdown().await?;
         tokio::time::timeout(Duration::from_secs(5), server.readable()).await??;
         assert_eq!(read(&server, READ_SIZE)?, b"");

@@ -321,17 +321,15 @@ pub fn upstream_request(
     // Answers are inspected as the upstream sends them: ask for them
     // uncompressed (an encoded answer that must be inspected is refused).
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    headers.remove(header::HOST);
-    for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
-        headers.remove(name);
-    }
+    // `insert` drops every value the client sent under the name.
     headers.insert(header::HOST, upstream.host.clone());
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     let proto = if client.tls { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = client_host {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
+    match client_host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
 
     let mut request = Request::new(body);
     *request.method_mut() = method;

@@ -203,15 +203,15 @@ impl Metrics {
             let at = match cache.iter().position(|(id, _)| *id == self.id) {
                 Some(at) => at,
                 None => {
-                    cache.push((self.id, HashMap::new()));
+                    cache.push((self.id, HashMap::default()));
                     cache.len() - 1
                 }
             };
             let by_server = &mut cache[at].1;
-            if !by_server.contains_key(server) {
-                by_server.insert(server.to_owned(), Default::default());
-            }
-            let Some(slots) = by_server.get_mut(server) else { return };
+            let slots = match by_server.get_mut(server) {
+                Some(slots) => slots,
+                None => by_server.entry(server.to_owned()).or_default(),
+            };
             slots[slot]
                 .get_or_insert_with(|| {
                     let outcome = if allowed { "allowed" } else { "denied" };
@@ -340,14 +340,63 @@ type RequestKey = (usize, usize, usize, usize, u16);
 
 /// A thread's call-decision counters of one registry, by virtual server:
 /// one per kind and outcome.
-type DecisionCache = (usize, HashMap<String, [Option<Counter>; 8]>);
+type DecisionCache = (usize, HashMap<String, [Option<Counter>; 8], Quick>);
 
 thread_local! {
     /// This thread's request counters, as first looked up in their family.
-    static REQUESTS: RefCell<HashMap<RequestKey, Counter>> = RefCell::new(HashMap::new());
+    static REQUESTS: RefCell<HashMap<RequestKey, Counter, Quick>> = RefCell::new(HashMap::default());
     /// This thread's call-decision counters, by registry.
     static DECISIONS: RefCell<Vec<DecisionCache>> =
         const { RefCell::new(Vec::new()) };
+}
+
+/// The hasher of the per-thread counter caches: their keys are
+/// toolgate's own (registry ids, label addresses, configured server
+/// names, a status), few and not chosen by a client, so they need no
+/// keyed hash; SipHash cost more than the counter it finds.
+#[derive(Default, Clone, Copy)]
+struct Quick;
+
+impl std::hash::BuildHasher for Quick {
+    type Hasher = QuickHasher;
+    fn build_hasher(&self) -> QuickHasher {
+        QuickHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct QuickHasher(u64);
+
+impl QuickHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for QuickHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(word);
+            self.add(u64::from_le_bytes(eight));
+        }
+        for &byte in words.remainder() {
+            self.add(u64::from(byte));
+        }
+    }
+    fn write_u16(&mut self, value: u16) {
+        self.add(u64::from(value));
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
 }
 
 /// The label for a JSON-RPC method: its own name when MCP defines it,

@@ -383,13 +383,13 @@ fn encode_head(
     }
     match outgoing {
         Outgoing::Length(length) => {
-            let _ = write!(head, "content-length: {length}\r\n");
+            field(&mut head, b"content-length", itoa::Buffer::new().format(length).as_bytes());
         }
         Outgoing::Chunked => field(&mut head, b"transfer-encoding", b"chunked"),
         // A `HEAD`'s answer says the length a `GET`'s would have.
         Outgoing::None if !headers.contains_key(header::CONTENT_LENGTH) && status == StatusCode::OK => {
             if let Some(length) = head_length {
-                let _ = write!(head, "content-length: {length}\r\n");
+                field(&mut head, b"content-length", itoa::Buffer::new().format(length).as_bytes());
             }
         }
         Outgoing::None | Outgoing::Close => {}

@@ -24,7 +24,7 @@ use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, Write as _};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -314,10 +314,11 @@ fn encode(request: &Request<Bytes>) -> Vec<u8> {
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    // As hyper's client: a length only for a body there is. (Writing to
-    // a `Vec` cannot fail.)
+    // As hyper's client: a length only for a body there is.
     if !body.is_empty() {
-        let _ = write!(head, "content-length: {}\r\n", body.len());
+        head.extend_from_slice(b"content-length: ");
+        head.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
     head.extend_from_slice(&body[..inline]);

@@ -329,6 +329,12 @@ async fn forwarded_requests_are_rewritten_for_the_upstream() -> TestResult {
         ("x-drop-me", "secret"),
         ("last-event-id", "42"),
         ("x-custom", "kept"),
+        ("x-custom", "twice"),
+        // CGI-style servers read these as the headers toolgate sets.
+        ("x_forwarded_for", "8.8.8.8"),
+        ("X_Forwarded_Host", "evil3.example"),
+        ("accept_encoding", "gzip"),
+        ("x_custom_too", "kept"),
     ];
     let seen = assert_forwarded(&post(gate.addr, &headers, PING).await);
     let h = &seen["headers"];
@@ -337,7 +343,12 @@ async fn forwarded_requests_are_rewritten_for_the_upstream() -> TestResult {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], gate.addr.to_string());
     assert_eq!(h["last-event-id"], "42");
-    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(h["x-custom"], "kept, twice", "every value, in order");
+    assert_eq!(h["x_custom_too"], "kept");
+    for spelled in ["x_forwarded_for", "x_forwarded_host", "accept_encoding"] {
+        assert!(h.get(spelled).is_none(), "{spelled} was forwarded: {h}");
+    }
+    assert_eq!(h["accept-encoding"], "identity");
     assert!(h.get("x-drop-me").is_none(), "named in Connection: hop-by-hop");
     assert!(h.get("connection").is_none());
     assert_ne!(h["host"], gate.addr.to_string(), "Host names the upstream");

@@ -218,6 +218,19 @@ const HOP_BY_HOP: [&str; 9] = [
     "proxy-connection",
 ];
 
+/// [`HOP_BY_HOP`] as names, to remove without parsing them again.
+static HOP_BY_HOP_NAMES: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+];
+
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One look at each name, and nothing allocated in the usual cases: no
     // name is hop-by-hop, or only `Connection: keep-alive` is there. Names
@@ -242,9 +255,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|token| headers.contains_key(*token))
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+    for (at, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
         if present & (1 << at) != 0 {
-            headers.remove(*name);
+            headers.remove(name);
         }
     }
     for name in &named {
@@ -255,6 +268,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The headers toolgate sets (or removes) on every upstream request, in
+/// place of whatever the client sent under their names.
+static SET_HERE: [HeaderName; 9] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::CONTENT_TYPE,
+    header::EXPECT,
+    header::ACCEPT_ENCODING,
+    header::HOST,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+];
 
 /// Builds the upstream request from the client's: the upstream's path with
 /// the client's query, the client's headers (the pipeline dropped the
@@ -292,13 +319,14 @@ pub fn upstream_request(
         headers.remove(name);
     }
     // CGI-style servers (WSGI, Rack) read `X_Toolgate_Subject` as
-    // `X-Toolgate-Subject`: such spellings of a stripped header go too.
+    // `X-Toolgate-Subject`, and `X_Forwarded_For` as `X-Forwarded-For`:
+    // such spellings of a header stripped or set here go too.
     let underscored: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| name.as_str().bytes().any(|byte| byte == b'_'))
         .filter(|name| {
             let dashed = name.as_str().replace('_', "-");
-            identity.strip_inbound.iter().any(|stripped| stripped.as_str() == dashed)
+            identity.strip_inbound.iter().chain(&SET_HERE).any(|stripped| stripped.as_str() == dashed)
         })
         .cloned()
         .collect();

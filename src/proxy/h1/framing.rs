@@ -169,10 +169,86 @@ pub fn owned_fields(
 ) -> Result<Vec<(HeaderName, Range<usize>)>, BadField> {
     let mut owned = Vec::with_capacity(fields.len());
     for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BadField::Name)?;
+        let name = match known_name(field.name.as_bytes()) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BadField::Name)?,
+        };
         owned.push((name, range_in(buf, length, field.value)?));
     }
     Ok(owned)
+}
+
+type Known = (&'static [u8], HeaderName);
+
+/// The names MCP clients and servers send on nearly every request and
+/// answer, lowercase, by length.
+static KNOWN_4: [Known; 4] =
+    [(b"host", header::HOST), (b"date", header::DATE), (b"etag", header::ETAG), (b"vary", header::VARY)];
+static KNOWN_6: [Known; 3] =
+    [(b"accept", header::ACCEPT), (b"origin", header::ORIGIN), (b"server", header::SERVER)];
+static KNOWN_10: [Known; 3] = [
+    (b"user-agent", header::USER_AGENT),
+    (b"connection", header::CONNECTION),
+    (b"keep-alive", HeaderName::from_static("keep-alive")),
+];
+static KNOWN_12: [Known; 2] =
+    [(b"content-type", header::CONTENT_TYPE), (b"x-powered-by", HeaderName::from_static("x-powered-by"))];
+static KNOWN_13: [Known; 5] = [
+    (b"authorization", header::AUTHORIZATION),
+    (b"cache-control", header::CACHE_CONTROL),
+    (b"last-modified", header::LAST_MODIFIED),
+    (b"accept-ranges", header::ACCEPT_RANGES),
+    (b"last-event-id", HeaderName::from_static("last-event-id")),
+];
+static KNOWN_14: [Known; 2] = [
+    (b"content-length", header::CONTENT_LENGTH),
+    (b"mcp-session-id", HeaderName::from_static("mcp-session-id")),
+];
+static KNOWN_15: [Known; 2] =
+    [(b"accept-encoding", header::ACCEPT_ENCODING), (b"accept-language", header::ACCEPT_LANGUAGE)];
+static KNOWN_17: [Known; 1] = [(b"transfer-encoding", header::TRANSFER_ENCODING)];
+static KNOWN_20: [Known; 1] = [(b"mcp-protocol-version", HeaderName::from_static("mcp-protocol-version"))];
+
+/// A known name in any case, without `HeaderName::from_bytes`'s parse
+/// (and, for a name outside the standard set, its allocation): about a
+/// third of what reading a field cost.
+///
+/// `raw` is a token (httparse checked it), and a known spelling is
+/// lowercase letters and `-`: `raw | 0x20` equals such a byte only for
+/// that letter in either case, or for `-` itself (`0x0d` would fold to
+/// `-`, and is no token byte), so a name found here is exactly the one
+/// `from_bytes` would give.
+fn known_name(raw: &[u8]) -> Option<HeaderName> {
+    let candidates: &[Known] = match raw.len() {
+        4 => &KNOWN_4,
+        6 => &KNOWN_6,
+        10 => &KNOWN_10,
+        12 => &KNOWN_12,
+        13 => &KNOWN_13,
+        14 => &KNOWN_14,
+        15 => &KNOWN_15,
+        17 => &KNOWN_17,
+        20 => &KNOWN_20,
+        _ => return None,
+    };
+    candidates.iter().find(|(spelling, _)| folded_eq(spelling, raw)).map(|(_, name)| name.clone())
+}
+
+/// Whether `raw`, a token as long as `lower`, is `lower` in any case
+/// (see [`known_name`]): eight bytes at a time, the last eight taken
+/// overlapping.
+fn folded_eq(lower: &[u8], raw: &[u8]) -> bool {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let word = |bytes: &[u8], at: usize| {
+        bytes.get(at..at + 8).and_then(|eight| <[u8; 8]>::try_from(eight).ok()).map(u64::from_le_bytes)
+    };
+    let length = raw.len();
+    if length < 8 || lower.len() != length {
+        return lower.len() == length && raw.iter().zip(lower).all(|(byte, lower)| byte | 0x20 == *lower);
+    }
+    let same =
+        |at| matches!((word(raw, at), word(lower, at)), (Some(raw), Some(lower)) if raw | FOLD == lower);
+    (0..length - 8).step_by(8).all(same) && same(length - 8)
 }
 
 /// The head's fields, their values slices of `head`'s bytes.

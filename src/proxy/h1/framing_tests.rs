@@ -223,3 +223,48 @@ fn empty_lines_before_a_head_are_skipped_as_httparse_skips_them() {
         assert_eq!(&buf[..], left.as_bytes());
     }
 }
+
+#[test]
+fn known_names_are_read_in_any_case_exactly_as_the_parser_reads_them() {
+    let known = [
+        &KNOWN_4[..],
+        &KNOWN_6[..],
+        &KNOWN_10[..],
+        &KNOWN_12[..],
+        &KNOWN_13[..],
+        &KNOWN_14[..],
+        &KNOWN_15[..],
+        &KNOWN_17[..],
+        &KNOWN_20[..],
+    ];
+    for (spelling, name) in known.concat() {
+        assert_eq!(name.as_str().as_bytes(), spelling, "a known name spelled otherwise than it is");
+        let shouted = spelling.to_ascii_uppercase();
+        assert_eq!(known_name(&shouted).as_ref(), Some(&name));
+        assert_eq!(HeaderName::from_bytes(&shouted).ok().as_ref(), Some(&name));
+    }
+    // Every other token byte in place of each byte of each known name:
+    // found only when the parser would read the same name.
+    let token = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+    for (spelling, name) in known.concat() {
+        for at in 0..spelling.len() {
+            for byte in (0..=255u8).filter(|byte| token(*byte)) {
+                let mut raw = spelling.to_vec();
+                raw[at] = byte;
+                let parsed = HeaderName::from_bytes(&raw).ok();
+                assert_eq!(known_name(&raw).is_some(), parsed.as_ref() == Some(&name), "{raw:?}");
+                if let Some(found) = known_name(&raw) {
+                    assert_eq!(Some(found), parsed);
+                }
+            }
+        }
+    }
+    let head = final_head(
+        "HTTP/1.1 200 OK\r\nMCP-Session-ID: a\r\nContent_Type: b\r\nCONTENT-LENGTH: 0\r\nX-Other: c\r\n\r\n",
+    );
+    assert_eq!(head.headers["mcp-session-id"], "a");
+    assert_eq!(head.headers["content_type"], "b");
+    assert!(head.headers.get(header::CONTENT_TYPE).is_none());
+    assert_eq!(head.headers["x-other"], "c");
+    assert_eq!(head.framing, Framing::Length(0));
+}

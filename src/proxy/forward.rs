@@ -235,14 +235,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One look at each name, and nothing allocated in the usual cases: no
     // name is hop-by-hop, or only `Connection: keep-alive` is there. Names
     // of other lengths fail at the length compare.
+    const LENGTHS: u32 = {
+        let mut lengths = 0;
+        let mut at = 0;
+        while at < HOP_BY_HOP.len() {
+            lengths |= 1 << HOP_BY_HOP[at].len();
+            at += 1;
+        }
+        lengths
+    };
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(at) = HOP_BY_HOP.iter().position(|hop| *hop == name.as_str()) {
+        let name = name.as_str();
+        // Most names are told apart by their length alone.
+        if name.len() >= 32 || LENGTHS & (1 << name.len()) == 0 {
+            continue;
+        }
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| *hop == name) {
             present |= 1 << at;
         }
     }
     if present == 0 {
         return;
+    }
+    // The usual case: `Connection: keep-alive` (or `close`) alone.
+    if present == 1 {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        if let (Some(value), None) = (values.next(), values.next())
+            && (value.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+                || value.as_bytes().eq_ignore_ascii_case(b"close"))
+        {
+            headers.remove(header::CONNECTION);
+            return;
+        }
     }
     // What `Connection` names besides those: only names present need going.
     let named: Vec<HeaderName> = headers

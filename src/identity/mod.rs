@@ -207,11 +207,15 @@ pub enum AuthError {
     InsufficientScope(Vec<String>),
 }
 
+/// RFC 9421's fields, as names (a name given as a string is parsed again
+/// at every lookup).
+const SIGNATURE: HeaderName = HeaderName::from_static("signature");
+const SIGNATURE_INPUT: HeaderName = HeaderName::from_static("signature-input");
+
 /// Headers that carry credentials or identity and never go upstream as
 /// the client sent them.
 pub fn headers_to_strip(identity: &Identity) -> Vec<HeaderName> {
-    let mut names =
-        vec![AUTHORIZATION, HeaderName::from_static("signature"), HeaderName::from_static("signature-input")];
+    let mut names = vec![AUTHORIZATION, SIGNATURE, SIGNATURE_INPUT];
     if let Some(h) = &identity.upstream_headers {
         names.extend([h.subject.clone(), h.credential.clone(), h.issuer.clone()]);
         names.extend(h.groups.clone());
@@ -333,7 +337,7 @@ pub fn authenticate(
 ) -> Result<Authenticated, AuthError> {
     let headers = request.headers;
     let bearer = bearer_token(headers)?;
-    let signed = headers.contains_key("signature") || headers.contains_key("signature-input");
+    let signed = headers.contains_key(SIGNATURE) || headers.contains_key(SIGNATURE_INPUT);
     let trusted =
         identity.trusted_header.as_ref().filter(|t| t.from.iter().any(|net| net.contains(peer))).and_then(
             |t| match single(headers, &t.subject) {

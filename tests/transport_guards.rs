@@ -334,7 +334,13 @@ async fn forwarded_requests_are_rewritten_for_the_upstream() -> TestResult {
         ("x_forwarded_for", "8.8.8.8"),
         ("X_Forwarded_Host", "evil3.example"),
         ("accept_encoding", "gzip"),
+        ("X.Forwarded.For", "9.9.9.9"),
+        ("transfer_encoding", "chunked"),
         ("x_custom_too", "kept"),
+        // Claims only a proxy makes.
+        ("forwarded", "for=8.8.8.8;host=evil4.example;proto=https"),
+        ("x-forwarded-port", "443"),
+        ("x-real-ip", "8.8.8.8"),
     ];
     let seen = assert_forwarded(&post(gate.addr, &headers, PING).await);
     let h = &seen["headers"];
@@ -345,7 +351,16 @@ async fn forwarded_requests_are_rewritten_for_the_upstream() -> TestResult {
     assert_eq!(h["last-event-id"], "42");
     assert_eq!(h["x-custom"], "kept, twice", "every value, in order");
     assert_eq!(h["x_custom_too"], "kept");
-    for spelled in ["x_forwarded_for", "x_forwarded_host", "accept_encoding"] {
+    for spelled in [
+        "x_forwarded_for",
+        "x_forwarded_host",
+        "accept_encoding",
+        "x.forwarded.for",
+        "transfer_encoding",
+        "forwarded",
+        "x-forwarded-port",
+        "x-real-ip",
+    ] {
         assert!(h.get(spelled).is_none(), "{spelled} was forwarded: {h}");
     }
     assert_eq!(h["accept-encoding"], "identity");

@@ -308,6 +308,33 @@ static SET_HERE: [HeaderName; 9] = [
     X_FORWARDED_HOST,
 ];
 
+/// Headers only a proxy may send, about the path to the client: a
+/// client's own are dropped (toolgate sets the X-Forwarded-* three).
+static PROXY_CLAIMS: [HeaderName; 6] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Whether a gateway that maps every byte of a name but letters and
+/// digits to one separator reads `spelled` (lowercase, as every
+/// `HeaderName`) as a name stripped, set here, claimed by proxies, or
+/// hop-by-hop.
+fn read_as_one_of(spelled: &str, strip_inbound: &[HeaderName]) -> bool {
+    let same = |listed: &str| {
+        listed.len() == spelled.len()
+            && listed
+                .bytes()
+                .zip(spelled.bytes())
+                .all(|(listed, byte)| listed == byte || (listed == b'-' && !byte.is_ascii_alphanumeric()))
+    };
+    strip_inbound.iter().chain(&SET_HERE).chain(&PROXY_CLAIMS).any(|listed| same(listed.as_str()))
+        || HOP_BY_HOP.iter().any(|listed| same(listed))
+}
+
 /// Builds the upstream request from the client's: the upstream's path with
 /// the client's query, the client's headers (the pipeline dropped the
 /// hop-by-hop ones first), `Host` naming the upstream, and
@@ -343,15 +370,20 @@ pub fn upstream_request(
     for name in &identity.strip_inbound {
         headers.remove(name);
     }
-    // CGI-style servers (WSGI, Rack) read `X_Toolgate_Subject` as
-    // `X-Toolgate-Subject`, and `X_Forwarded_For` as `X-Forwarded-For`:
-    // such spellings of a header stripped or set here go too.
+    // A client's claims about the path to it are not evidence: those only
+    // a proxy may make go. And gateways read other spellings of a name as
+    // the name itself: WSGI and Rack `X_Forwarded_For` as
+    // `X-Forwarded-For`, CGI gateways that map every byte outside letters
+    // and digits to `_` `X.Forwarded.For` too. Such spellings of a header
+    // stripped, set here, claimed by proxies or hop-by-hop go as well.
     let underscored: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().bytes().any(|byte| byte == b'_'))
         .filter(|name| {
-            let dashed = name.as_str().replace('_', "-");
-            identity.strip_inbound.iter().chain(&SET_HERE).any(|stripped| stripped.as_str() == dashed)
+            PROXY_CLAIMS.contains(name) || {
+                let spelled = name.as_str();
+                spelled.bytes().any(|byte| !byte.is_ascii_alphanumeric() && byte != b'-')
+                    && read_as_one_of(spelled, &identity.strip_inbound)
+            }
         })
         .cloned()
         .collect();

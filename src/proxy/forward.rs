@@ -273,12 +273,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| !HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(token)))
-        .filter(|token| headers.contains_key(*token))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        // Read as bytes: a value with a byte outside ASCII still names
+        // the fields beside it.
+        .flat_map(|v| v.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !HOP_BY_HOP.iter().any(|hop| hop.as_bytes().eq_ignore_ascii_case(token)))
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .filter(|name| headers.contains_key(name))
         .collect();
     for (at, name) in HOP_BY_HOP_NAMES.iter().enumerate() {
         if present & (1 << at) != 0 {
@@ -545,6 +546,19 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("mcp-session-id"));
+    }
+
+    #[test]
+    fn a_connection_value_outside_ascii_still_names_its_fields() -> Result<(), http::Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_bytes(b"x-secret, \x80, \tX-Other ")?);
+        headers.append(header::CONNECTION, HeaderValue::from_bytes(b"\xff")?);
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-other", HeaderValue::from_static("2"));
+        headers.insert("mcp-session-id", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["mcp-session-id"]);
+        Ok(())
     }
 
     #[test]

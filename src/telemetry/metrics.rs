@@ -353,51 +353,9 @@ thread_local! {
 /// The hasher of the per-thread counter caches: their keys are
 /// toolgate's own (registry ids, label addresses, configured server
 /// names, a status), few and not chosen by a client, so they need no
-/// keyed hash; SipHash cost more than the counter it finds.
-#[derive(Default, Clone, Copy)]
-struct Quick;
-
-impl std::hash::BuildHasher for Quick {
-    type Hasher = QuickHasher;
-    fn build_hasher(&self) -> QuickHasher {
-        QuickHasher(0)
-    }
-}
-
-#[derive(Default)]
-struct QuickHasher(u64);
-
-impl QuickHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl std::hash::Hasher for QuickHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut eight = [0u8; 8];
-            eight.copy_from_slice(word);
-            self.add(u64::from_le_bytes(eight));
-        }
-        for &byte in words.remainder() {
-            self.add(u64::from(byte));
-        }
-    }
-    fn write_u16(&mut self, value: u16) {
-        self.add(u64::from(value));
-    }
-    fn write_u64(&mut self, value: u64) {
-        self.add(value);
-    }
-    fn write_usize(&mut self, value: usize) {
-        self.add(value as u64);
-    }
-}
+/// keyed hash; SipHash cost more than the counter it finds. The policy's
+/// name sets hash with the same one, for the same reason.
+type Quick = std::hash::BuildHasherDefault<crate::policy::pattern::NameHasher>;
 
 /// The label for a JSON-RPC method: its own name when MCP defines it,
 /// `other` otherwise.

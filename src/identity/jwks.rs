@@ -8,6 +8,11 @@
 //! with a new `kid` costs the identity provider one request. A token whose
 //! `kid` is known never waits: not for a refresh, and not for a fetch that
 //! an unknown `kid` started while the identity provider is slow.
+//!
+//! The TLS client, and with it the system's trust store (a few hundred
+//! certificates, milliseconds to read), is built at the first fetch, off
+//! the runtime's workers: a deployment whose keys are in files never pays
+//! for it, at startup or in memory.
 
 use super::jwt;
 use arc_swap::ArcSwap;
@@ -92,9 +97,12 @@ impl KeySet {
 /// The process-wide cache of remote key sets.
 pub struct RemoteKeys {
     sets: Mutex<HashMap<String, Arc<KeySet>>>,
-    client: Option<Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>>,
+    /// Built at the first fetch; `None` when it could not be (logged).
+    client: tokio::sync::OnceCell<Option<HttpsClient>>,
     fetches: AtomicU64,
 }
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 impl Default for RemoteKeys {
     fn default() -> Self {
@@ -104,21 +112,42 @@ impl Default for RemoteKeys {
 
 impl RemoteKeys {
     pub fn new() -> Self {
-        let client = match tls_config() {
-            Ok(config) => {
+        Self {
+            sets: Mutex::new(HashMap::new()),
+            client: tokio::sync::OnceCell::new(),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// The client fetches go through, built once (reading the system's
+    /// trust store is blocking file I/O, so it runs on the blocking pool).
+    async fn client(&self) -> Option<&HttpsClient> {
+        let built = self
+            .client
+            .get_or_init(|| async {
+                let built = tokio::task::spawn_blocking(tls_config).await;
+                let config = match built.map_err(|e| e.to_string()).and_then(|c| c.map_err(|e| e.to_string()))
+                {
+                    Ok(config) => config,
+                    Err(error) => {
+                        tracing::error!(%error, "no TLS client: JWKS URLs cannot be fetched");
+                        return None;
+                    }
+                };
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config(config)
                     .https_or_http()
                     .enable_http1()
                     .build();
                 Some(Client::builder(TokioExecutor::new()).build(connector))
-            }
-            Err(error) => {
-                tracing::error!(%error, "no TLS client: JWKS URLs cannot be fetched");
-                None
-            }
-        };
-        Self { sets: Mutex::new(HashMap::new()), client, fetches: AtomicU64::new(0) }
+            })
+            .await;
+        built.as_ref()
+    }
+
+    /// Whether the TLS client (and the system's trust store) was built.
+    pub fn client_built(&self) -> bool {
+        self.client.initialized()
     }
 
     /// How many fetches have been started (for metrics and tests).
@@ -204,7 +233,7 @@ impl RemoteKeys {
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
-        let client = self.client.as_ref().ok_or("no TLS client could be built")?;
+        let client = self.client().await.ok_or("no TLS client could be built")?;
         let response = tokio::time::timeout(FETCH_TIMEOUT, client.request(request))
             .await
             .map_err(|_| "timed out".to_owned())?
@@ -230,4 +259,28 @@ fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(crate::tls::system_roots())
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_tls_client_is_built_at_the_first_fetch_and_not_before() -> Result<(), http::uri::InvalidUri>
+    {
+        let remote = Arc::new(RemoteKeys::new());
+        let source = RemoteJwks {
+            // Nothing listens there: the fetch fails, after building the client.
+            url: "http://127.0.0.1:9/jwks.json".parse()?,
+            refresh: Duration::from_secs(600),
+            min_refetch: Duration::from_secs(1),
+        };
+        remote.set(&source.url);
+        assert!(!remote.client_built(), "built before any fetch");
+        remote.prepare(&source, Some("a-kid")).await;
+        assert_eq!(remote.fetches(), 1);
+        assert!(remote.client_built(), "a fetch went out without a client");
+        assert!(!remote.set(&source.url).knows(Some("a-kid")));
+        Ok(())
+    }
 }

@@ -46,6 +46,19 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
     accepts_each(headers, [media]) == [true]
 }
 
+/// Whether the `Accept` headers admit both JSON and SSE, as a POST's must.
+/// The one value the MCP SDKs send is answered without a parse.
+pub fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
+    const USUAL: &[u8] = b"application/json, text/event-stream";
+    let mut values = headers.get_all(http::header::ACCEPT).iter();
+    if let (Some(value), None) = (values.next(), values.next())
+        && value.as_bytes() == USUAL
+    {
+        return true;
+    }
+    accepts_each(headers, [JSON, EVENT_STREAM]) == [true, true]
+}
+
 /// [`accepts`] for several media types, reading the headers once.
 pub fn accepts_each<const N: usize>(headers: &HeaderMap, media: [&str; N]) -> [bool; N] {
     // Per media type: decided by a range naming it exactly, else the best
@@ -145,6 +158,10 @@ fn token(text: &str) -> (&str, &str) {
 /// naming at most one charset.
 fn parse_media_type(value: &str) -> Option<(&str, Option<Charset<'_>>)> {
     const OWS: [char; 2] = [' ', '\t'];
+    // The two types MCP messages carry, as nearly every sender spells them.
+    if value == JSON || value == EVENT_STREAM {
+        return Some((value, None));
+    }
     let (kind, rest) = token(value);
     let rest = rest.strip_prefix('/')?;
     let (subtype, mut rest) = token(rest);
@@ -302,6 +319,26 @@ mod tests {
     }
 
     #[test]
+    fn the_usual_accept_is_answered_as_the_parse_answers_it() {
+        let usual = "application/json, text/event-stream";
+        for pairs in [
+            vec![("accept", usual)],
+            vec![("accept", usual), ("accept", "text/event-stream;q=0")],
+            vec![("accept", usual), ("accept", "application/*;q=0")],
+            vec![("accept", "application/json, text/event-stream;q=0")],
+            vec![("accept", "application/json,text/event-stream")],
+            vec![("accept", "application/json")],
+            vec![],
+        ] {
+            let h = headers(&pairs);
+            let parsed = accepts_each(&h, [JSON, EVENT_STREAM]) == [true, true];
+            assert_eq!(accepts_json_and_sse(&h), parsed, "{pairs:?}");
+        }
+        assert!(accepts_json_and_sse(&headers(&[("accept", usual)])));
+        assert!(!accepts_json_and_sse(&headers(&[("accept", "application/json, text/event-stream;q=0")])));
+    }
+
+    #[test]
     fn accept_ranges() {
         let h = headers(&[("accept", "application/json, text/event-stream")]);
         assert!(accepts(&h, JSON) && accepts(&h, EVENT_STREAM));
@@ -327,6 +364,7 @@ mod tests {
             "application/json ; charset=utf-8 ; profile=x",
             "application/json;;",
         ] {
+            assert_eq!(super::content_type(&headers(&[("content-type", good)])).ok(), Some(&good[..16]));
             assert!(is_json_content(&headers(&[("content-type", good)])), "{good}");
         }
         for bad in [

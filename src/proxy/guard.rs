@@ -62,7 +62,7 @@ pub fn origin(headers: &HeaderMap, transport: &Transport) -> Result<(), Refusal>
 /// MCP transports: a POST's `Accept` must list both `application/json` and
 /// `text/event-stream`.
 pub fn post_accept(headers: &HeaderMap) -> Result<(), Refusal> {
-    if headers::accepts_each(headers, [headers::JSON, headers::EVENT_STREAM]) == [true, true] {
+    if headers::accepts_json_and_sse(headers) {
         Ok(())
     } else {
         Err(Refusal::new(

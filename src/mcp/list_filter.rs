@@ -17,7 +17,7 @@ use crate::policy::ListKind;
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-/// Whether `text` could hold a list result. A cheap byte scan run before any
+/// Whether `text` could hold a list result. A cheap scan run before any
 /// parse. A list result needs a list member (`tools`, `prompts`,
 /// `resources`, `resourceTemplates`) as a key, which every reader of UTF-8
 /// JSON finds spelled in the bytes: literally in any letter case (readers
@@ -25,38 +25,24 @@ use std::collections::HashSet;
 /// `ſ`, which such readers fold to `s`. Text with none of these cannot be
 /// a list result in anyone's reading.
 pub fn may_hold_list(text: &[u8]) -> bool {
-    // One pass: only these bytes can begin a sign of a list.
-    const STARTS: [bool; 256] = {
-        let mut starts = [false; 256];
-        let mut n = 0;
-        while n < 8 {
-            starts[b"tTpPrR\\\xc5"[n] as usize] = true;
-            n += 1;
-        }
-        starts
-    };
-    let mut at = 0;
-    while let Some(offset) = text[at..].iter().position(|&byte| STARTS[usize::from(byte)]) {
-        at += offset;
-        let rest = &text[at..];
-        let found = match rest[0] {
-            b'\\' => rest.get(1) == Some(&b'u'),
-            0xc5 => rest.get(1) == Some(&0xbf),
-            byte => {
-                let needle: &[u8] = match byte | 0x20 {
-                    b't' => b"tools",
-                    b'p' => b"prompts",
-                    _ => b"resource",
-                };
-                rest.get(..needle.len()).is_some_and(|word| word.eq_ignore_ascii_case(needle))
-            }
-        };
-        if found {
-            return true;
-        }
-        at += 1;
+    // Two vectorised scans, not a look at every byte. `ſ` anywhere is
+    // taken as a sign; so is `\u`. Every list member holds an `o`, at a
+    // known place in each spelling, so the words are looked for only
+    // around the `o`s (and the `\`s).
+    const AROUND_O: [(&[u8], usize); 4] = [(b"tools", 1), (b"tools", 2), (b"prompts", 2), (b"resource", 3)];
+    if memchr::memchr_iter(0xc5, text).any(|at| text.get(at + 1) == Some(&0xbf)) {
+        return true;
     }
-    false
+    memchr::memchr3_iter(b'o', b'O', b'\\', text).any(|at| {
+        if text.get(at) == Some(&b'\\') {
+            return text.get(at + 1) == Some(&b'u');
+        }
+        AROUND_O.iter().any(|(word, o)| {
+            at.checked_sub(*o)
+                .and_then(|start| text.get(start..start + word.len()))
+                .is_some_and(|found| found.eq_ignore_ascii_case(word))
+        })
+    })
 }
 
 /// What filtering did to one message (a JSON-RPC object or a batch array).

@@ -12,8 +12,10 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
+use memchr::memmem::Finder;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 /// The most an answer's head may take, interim answers included.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -280,15 +282,21 @@ pub fn leading_empty_lines(buf: &mut BytesMut) -> usize {
 /// Where the first blank line (a head's end: LF, an optional CR, LF) in
 /// `buf` ends, searching from about `from` (where an earlier search
 /// stopped).
+///
+/// Two substring searches, not a look at every line: the first `\n\r\n`,
+/// then a `\n\n` only before it. Each checks two bytes at once, a pair
+/// that no line inside a head holds, so neither stops at every line end.
 pub fn blank_line(buf: &[u8], from: usize) -> Option<usize> {
+    static CR_LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
     let start = from.saturating_sub(2);
     let rest = buf.get(start..)?;
-    memchr::memchr_iter(b'\n', rest).find_map(|at| match rest.get(at + 1..at + 3) {
-        Some([b'\n', _]) => Some(start + at + 2),
-        Some([b'\r', b'\n']) => Some(start + at + 3),
-        None if rest.get(at + 1) == Some(&b'\n') => Some(start + at + 2),
-        _ => None,
-    })
+    let crlf = CR_LF.find(rest);
+    let before = crlf.and_then(|at| rest.get(..at + 1)).unwrap_or(rest);
+    match LF.find(before) {
+        Some(at) => Some(start + at + 2),
+        None => crlf.map(|at| start + at + 3),
+    }
 }
 
 /// RFC 9112 §6.3, strictly: see the module's introduction.

@@ -268,3 +268,28 @@ fn known_names_are_read_in_any_case_exactly_as_the_parser_reads_them() {
     assert_eq!(head.headers["x-other"], "c");
     assert_eq!(head.framing, Framing::Length(0));
 }
+
+/// The blank line's definition, a line at a time.
+fn first_blank_line(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(2);
+    let rest = buf.get(start..)?;
+    (0..rest.len()).filter(|&at| rest[at] == b'\n').find_map(|at| match rest.get(at + 1..at + 3) {
+        Some([b'\n', _]) => Some(start + at + 2),
+        Some([b'\r', b'\n']) => Some(start + at + 3),
+        None if rest.get(at + 1) == Some(&b'\n') => Some(start + at + 2),
+        _ => None,
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_blank_line_search_finds_the_first_blank_line(
+        pieces in proptest::collection::vec(proptest::sample::select(vec![
+            &b"\n"[..], b"\r", b"\r\n", b"\n\r", b"a", b"ab: c", b"\n\n", b"\r\n\r\n", b"\n\r\n",
+        ]), 0..30),
+        from in 0usize..40,
+    ) {
+        let buf = pieces.concat();
+        proptest::prop_assert_eq!(blank_line(&buf, from), first_blank_line(&buf, from), "{:?} from {}", String::from_utf8_lossy(&buf), from);
+    }
+}

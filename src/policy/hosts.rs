@@ -3,7 +3,9 @@
 //! incoming connections"). Entries are normalised once at compile time so a
 //! request costs one hash lookup.
 
+use super::pattern::NameHasher;
 use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 
 /// Hostnames (optionally with a port) the proxy answers to. `*` accepts any
 /// Host and must be written explicitly.
@@ -11,7 +13,9 @@ use std::collections::HashSet;
 pub struct AllowedHosts {
     any: bool,
     /// `host` entries match on any port, `host:port` entries on that port.
-    entries: HashSet<String>,
+    /// Hashed without a random key: the entries are the policy's, fixed
+    /// when it is compiled, so a client's Host cannot lengthen a chain.
+    entries: HashSet<String, BuildHasherDefault<NameHasher>>,
 }
 
 impl AllowedHosts {
@@ -62,11 +66,23 @@ impl AllowedHosts {
 /// Splits `host[:port]` / `[v6][:port]`; `None` for anything else, including
 /// userinfo (`a@b`), paths and empty hosts.
 fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
-    if authority.is_empty()
-        || authority
-            .bytes()
-            .any(|b| matches!(b, b'@' | b'/' | b'\\' | b'?' | b'#' | b' ' | b'%') || b.is_ascii_control())
-    {
+    // Delimiters of userinfo, path, query and fragment, space, `%`, and
+    // the control bytes (DEL too).
+    const REFUSED: [bool; 256] = {
+        let mut refused = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            refused[byte] = byte < 0x20 || byte == 0x7f;
+            byte += 1;
+        }
+        let mut at = 0;
+        while at < 7 {
+            refused[b"@/\\?# %"[at] as usize] = true;
+            at += 1;
+        }
+        refused
+    };
+    if authority.is_empty() || authority.bytes().any(|b| REFUSED[usize::from(b)]) {
         return None;
     }
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
@@ -143,6 +159,18 @@ fn normalize_origin(origin: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_authority_with_a_delimiter_space_percent_or_control_is_refused() {
+        // `:` and brackets are judged as the port's and an IPv6 address's.
+        for byte in (0..=0x7fu8).filter(|b| !b":[]".contains(b)) {
+            let refused =
+                matches!(byte, b'@' | b'/' | b'\\' | b'?' | b'#' | b' ' | b'%') || byte.is_ascii_control();
+            let authority = format!("a{}b:80", char::from(byte));
+            assert_eq!(split_authority(&authority).is_none(), refused, "byte {byte:#04x}");
+        }
+        assert_eq!(split_authority("ünï.example:80"), Some(("ünï.example", Some(80))));
+    }
 
     fn hosts(entries: &[&str]) -> AllowedHosts {
         AllowedHosts::new(

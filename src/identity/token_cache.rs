@@ -14,8 +14,9 @@
 
 use super::jwks::{KeyMap, KeySet, VerifiedWith};
 use super::jwt::Claims;
+use crate::policy::pattern::NameHasher;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -41,7 +42,8 @@ struct Entry {
 /// The cache; see the module's documentation.
 pub struct VerifiedTokens {
     shards: [Mutex<HashMap<u64, Entry, Keyed>>; SHARDS],
-    hasher: RandomState,
+    /// Random, per cache: where the entries' hash starts ([`Self::key`]).
+    seed: u64,
 }
 
 /// The shards' maps are keyed by a hash already taken with a random key:
@@ -79,7 +81,7 @@ impl Default for VerifiedTokens {
     fn default() -> Self {
         Self {
             shards: std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(Keyed))),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0x746f_6b65_6e73_u64),
         }
     }
 }
@@ -98,15 +100,24 @@ impl std::fmt::Debug for VerifiedTokens {
 }
 
 impl VerifiedTokens {
-    /// The entry's key (a random-keyed hash) and shard. Of a long token
-    /// only the tail is hashed: an entry is used only for the very same
-    /// token, compared whole, and is made only for a token whose signature
-    /// verified, so a tail two tokens share can only make one replace the
-    /// other, never one pass for the other.
+    /// The entry's key and shard: a hash of the token's tail, its length
+    /// and the audiences, from a random seed. An entry is used only for
+    /// the very same token, compared whole, so a hash two tokens share can
+    /// only make one replace the other, never one pass for the other. The
+    /// hash is the policy's quick one (`NameHasher`), not SipHash: entries
+    /// are made only for tokens whose signature verified, and the tail
+    /// hashed is that signature's, which nobody but the identity provider
+    /// can choose, so nobody can pick tokens that crowd one shard.
     fn key(&self, token: &str, audiences: &[String]) -> (u64, usize) {
         let bytes = token.as_bytes();
         let tail = bytes.get(bytes.len().saturating_sub(KEYED_TAIL)..).unwrap_or(bytes);
-        let hash = self.hasher.hash_one((tail, bytes.len(), audiences));
+        let mut hasher = NameHasher::seeded(self.seed);
+        hasher.write(tail);
+        hasher.write_usize(bytes.len());
+        for audience in audiences {
+            hasher.write(audience.as_bytes());
+        }
+        let hash = hasher.finish();
         (hash, (hash >> 32) as usize % SHARDS)
     }
 
@@ -186,6 +197,28 @@ mod tests {
     use super::*;
     use crate::identity::jwks::Keys;
     use std::time::Duration;
+
+    #[test]
+    fn keys_spread_over_every_shard_and_tell_tokens_apart() {
+        let cache = VerifiedTokens::default();
+        let audiences = ["https://mcp.example.com".to_owned()];
+        let mut per_shard = [0usize; SHARDS];
+        let mut hashes = std::collections::HashSet::new();
+        for n in 0..4000u32 {
+            // Tokens alike but for a few bytes of the signature's tail, as
+            // one identity provider's tokens are.
+            let token = format!("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.{}{n:08}", "s".repeat(60));
+            let (hash, shard) = cache.key(&token, &audiences);
+            per_shard[shard] += 1;
+            hashes.insert(hash);
+        }
+        assert_eq!(hashes.len(), 4000);
+        // 250 expected in each.
+        assert!(per_shard.iter().all(|&n| (150..350).contains(&n)), "{per_shard:?}");
+        let (one, _) = cache.key("a.b.c", &audiences);
+        let (other, _) = cache.key("a.b.c", &["urn:other".to_owned()]);
+        assert_ne!(one, other, "audiences are part of the key");
+    }
 
     fn claims(expires: SystemTime) -> Claims {
         Claims {

@@ -27,6 +27,11 @@ pub struct NameHasher(u64);
 impl NameHasher {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
 
+    /// A hasher that starts from `seed` rather than zero.
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed)
+    }
+
     fn add(&mut self, word: u64) {
         self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(26);
     }
